@@ -1,0 +1,93 @@
+//! The journal task: the one writer of position-bearing entries.
+//!
+//! Every message and account event goes through one task that hands whatever is waiting to
+//! the store as one batch (group commit: one transaction per batch, not per message), then
+//! fans the committed events out in commit order, then acknowledges each submitter. Because
+//! one task does all three, sessions see durable events in position order, which is what lets
+//! a client resume "after position N" without gaps.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{HubError, HubResult};
+use crate::model::{JournalEntry, JournalOutcome};
+use crate::store::{Store, StoreResult};
+
+pub(crate) struct Submission {
+    pub entry: JournalEntry,
+    pub reply: oneshot::Sender<HubResult<JournalOutcome>>,
+}
+
+/// Called by the journal task for each committed outcome, in commit order, before the
+/// submitter is acknowledged.
+pub(crate) trait Publisher: Send + Sync + 'static {
+    fn publish(&self, outcome: &JournalOutcome);
+    fn committed(&self, entries: usize, seconds: f64);
+}
+
+#[derive(Clone)]
+pub(crate) struct Journal {
+    tx: mpsc::Sender<Submission>,
+}
+
+impl Journal {
+    pub fn start(
+        store: Arc<dyn Store>,
+        publisher: Arc<dyn Publisher>,
+        capacity: usize,
+        max_batch: usize,
+    ) -> (Journal, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(run(rx, store, publisher, max_batch));
+        (Journal { tx }, task)
+    }
+
+    /// Submits an entry and waits until it is committed (or refused).
+    pub async fn submit(&self, entry: JournalEntry) -> HubResult<JournalOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Submission { entry, reply })
+            .await
+            .map_err(|_| HubError::ShuttingDown)?;
+        answer.await.map_err(|_| HubError::ShuttingDown)?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Submission>,
+    store: Arc<dyn Store>,
+    publisher: Arc<dyn Publisher>,
+    max_batch: usize,
+) {
+    let mut waiting = Vec::with_capacity(max_batch);
+    // recv_many waits for the first submission, then takes whatever else is already queued.
+    while rx.recv_many(&mut waiting, max_batch).await > 0 {
+        let (entries, replies): (Vec<_>, Vec<_>) =
+            waiting.drain(..).map(|s| (s.entry, s.reply)).unzip();
+        let count = entries.len();
+        let started = Instant::now();
+        let result: StoreResult<Vec<StoreResult<JournalOutcome>>> = store.append(entries).await;
+        publisher.committed(count, started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    if let Ok(outcome) = &outcome {
+                        publisher.publish(outcome);
+                    }
+                    let _ = reply.send(outcome.map_err(HubError::from));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal batch failed; nothing in it was acknowledged");
+                let text = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(HubError::Store(
+                        crate::store::StoreError::Unavailable(text.clone()),
+                    )));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The web line: a versioned HTTP JSON API, a WebSocket event stream and an HTTP long-poll
+//! carrying the same events, login by password with bearer tokens or browser cookies.
+//!
+//! Architecture invariant: this crate talks only to the hub (`switchboard_core::Hub`); it
+//! never touches storage and never calls another line.
+
+mod api;
+mod auth;
+mod error;
+mod events;
+mod extract;
+mod listener;
+mod views;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use switchboard_core::Hub;
+use tokio::net::TcpListener;
+
+pub use error::{ApiError, ApiResult};
+
+/// Settings of the web line. Every limit can be raised for benchmarks.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most simultaneous connections from one client address (0 = unlimited).
+    pub connections_per_ip: usize,
+    /// How long a long-poll request waits for an event before answering empty.
+    pub long_poll_timeout: Duration,
+    /// How often the server pings an idle WebSocket.
+    pub ws_ping_interval: Duration,
+    /// Whether login cookies get the `Secure` attribute (set when served over HTTPS).
+    pub secure_cookies: bool,
+    /// Origins allowed to use cookie-authenticated WebSocket and long-poll requests, in
+    /// addition to the server's own origin.
+    pub allowed_origins: Vec<String>,
+    /// Whether to take the client address from `X-Forwarded-For` (only behind a trusted
+    /// reverse proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            max_body_bytes: 256 * 1024,
+            connections_per_ip: 256,
+            long_poll_timeout: Duration::from_secs(25),
+            ws_ping_interval: Duration::from_secs(30),
+            secure_cookies: false,
+            allowed_origins: Vec::new(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub config: Arc<WebConfig>,
+}
+
+/// The OpenAPI document describing this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The web line's routes.
+pub fn router(hub: Hub, config: WebConfig) -> Router {
+    let body_limit = config.max_body_bytes;
+    let state = AppState {
+        hub,
+        config: Arc::new(config),
+    };
+    let api = Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/login", post(api::login))
+        .route("/logout", post(api::logout))
+        .route("/me", get(api::me))
+        .route("/me/settings", put(api::update_settings))
+        .route("/me/password", post(api::change_password))
+        .route("/logins", get(api::logins))
+        .route("/logins/{id}", delete(api::revoke_login))
+        .route("/contacts", get(api::contacts).post(api::request_contact))
+        .route(
+            "/contacts/{address}",
+            axum::routing::patch(api::update_contact).delete(api::remove_contact),
+        )
+        .route("/contacts/{address}/accept", post(api::accept_contact))
+        .route("/contacts/{address}/refuse", post(api::refuse_contact))
+        .route("/blocks", get(api::blocks).post(api::block))
+        .route("/blocks/{address}", delete(api::unblock))
+        .route(
+            "/conversations",
+            get(api::conversations).post(api::create_conversation),
+        )
+        .route("/conversations/{id}", get(api::conversation))
+        .route(
+            "/conversations/{id}/messages",
+            get(api::history).post(api::send),
+        )
+        .route("/conversations/{id}/read", post(api::mark_read))
+        .route("/conversations/{id}/typing", post(api::typing))
+        .route(
+            "/sessions",
+            get(events::sessions).post(events::open_session),
+        )
+        .route("/sessions/{id}", delete(events::close_session))
+        .route("/sessions/{id}/presence", put(events::set_presence))
+        .route("/sessions/{id}/events", get(events::poll))
+        .route("/events", get(events::websocket))
+        .fallback(api::fallback);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.hub.metrics().encode(),
+    )
+}
+
+/// Headers every answer carries: no sniffing, no framing by other sites, no referrer leaks,
+/// and API answers are never cached.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let h = response.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Serves the web line on `listener` until `shutdown` completes, then stops accepting and
+/// lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    config: WebConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener::LimitedListener::new(listener, config.connections_per_ip);
+    let app = router(hub, config).into_make_service_with_connect_info::<listener::PeerAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,145 @@
+//! The JSON shapes of the API: core types turned into what clients read.
+
+use serde_json::{Value, json};
+use switchboard_core::hub::{ContactView, ConversationView, SendAck};
+use switchboard_core::model::*;
+
+pub fn presence(p: &Presence) -> Value {
+    json!({"show": p.show, "status": p.status})
+}
+
+pub fn contact(view: &ContactView) -> Value {
+    let c = &view.contact;
+    json!({
+        "address": c.peer,
+        "to": c.to,
+        "from": c.from,
+        "name": c.name,
+        "chosen": c.chosen,
+        "presence": presence(&view.presence),
+    })
+}
+
+pub fn conversation(c: &Conversation) -> Value {
+    json!({
+        "id": c.id,
+        "kind": c.kind,
+        "title": c.title,
+        "confidential": c.confidential,
+        "created_by": c.created_by,
+        "created_at": c.created_at,
+    })
+}
+
+pub fn conversation_view(v: &ConversationView) -> Value {
+    let mut out = conversation(&v.conversation);
+    out["members"] = v
+        .members
+        .iter()
+        .map(|m| json!({"address": m.address, "delivered": m.delivered, "read": m.read}))
+        .collect();
+    out["last_seq"] = json!(v.last_seq);
+    out
+}
+
+pub fn conversation_entry(e: &ConversationEntry) -> Value {
+    let mut out = conversation(&e.conversation);
+    out["last_seq"] = json!(e.last_seq);
+    out["delivered"] = json!(e.me.delivered);
+    out["read"] = json!(e.me.read);
+    out["unread"] = json!((e.last_seq.0 - e.me.read.0).max(0));
+    out
+}
+
+pub fn message(m: &StoredMessage) -> Value {
+    json!({
+        "id": m.id,
+        "conversation": m.conversation,
+        "seq": m.seq,
+        "position": m.pos,
+        "from": m.sender,
+        "client_id": m.client_id,
+        "body": m.body,
+        "sent_at": m.sent_at,
+    })
+}
+
+pub fn ack(a: &SendAck) -> Value {
+    json!({
+        "id": a.id,
+        "conversation": a.conversation,
+        "seq": a.seq,
+        "position": a.pos,
+        "sent_at": a.sent_at,
+        "stored": a.stored,
+        "duplicate": a.duplicate,
+    })
+}
+
+pub fn settings(s: &AccountSettings) -> Value {
+    json!({
+        "visibility": s.visibility,
+        "message_policy": s.message_policy,
+        "display_name": s.display_name,
+    })
+}
+
+pub fn login(l: &LoginRecord) -> Value {
+    json!({
+        "id": l.id,
+        "kind": l.kind,
+        "created_at": l.created_at,
+        "last_used": l.last_used,
+        "user_agent": l.user_agent,
+    })
+}
+
+/// An event as it travels over the WebSocket and long-poll. Durable events carry their
+/// `position`, which is what a client resumes after.
+pub fn event(e: &Event) -> Value {
+    match e {
+        Event::Message(m) => {
+            let mut v = message(m);
+            v["type"] = json!("message");
+            v
+        }
+        Event::Account(a) => {
+            let mut v = serde_json::to_value(&a.event).unwrap_or(Value::Null);
+            v["position"] = json!(a.pos);
+            v["at"] = json!(a.at);
+            v
+        }
+        Event::Presence { from, presence: p } => {
+            json!({"type": "presence", "from": from, "show": p.show, "status": p.status})
+        }
+        Event::Receipt {
+            conversation,
+            member,
+            kind,
+            upto,
+        } => json!({
+            "type": "receipt",
+            "conversation": conversation,
+            "member": member,
+            "kind": kind,
+            "upto": upto,
+        }),
+        Event::Typing {
+            conversation,
+            from,
+            state,
+        } => json!({"type": "typing", "conversation": conversation, "from": from, "state": state}),
+        Event::Relayed(m) => json!({
+            "type": "relayed",
+            "id": m.id,
+            "conversation": m.conversation,
+            "from": m.sender,
+            "client_id": m.client_id,
+            "body": m.body,
+            "sent_at": m.sent_at,
+        }),
+        Event::Confidential(c) => {
+            json!({"type": "confidential", "conversation": conversation(c)})
+        }
+    }
+}
