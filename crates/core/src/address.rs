@@ -196,7 +196,10 @@ mod tests {
         let err = Address::parse("al ice", &localhost()).unwrap_err();
         assert_eq!(err, AddressError::ForbiddenChar(' '));
         let err = Address::parse("a<b", &localhost()).unwrap_err();
-        assert_eq!(err.to_string(), "the user name contains '<', which is not allowed");
+        assert_eq!(
+            err.to_string(),
+            "the user name contains '<', which is not allowed"
+        );
         assert_eq!(
             Address::parse("", &localhost()).unwrap_err(),
             AddressError::EmptyLocal

@@ -20,9 +20,15 @@ pub enum Recipients {
 
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    Event { to: Recipients, event: Event },
+    Event {
+        to: Recipients,
+        event: Event,
+    },
     /// End these sessions at once (account removed, password changed, login revoked).
-    EndSessions { to: Recipients, login: Option<String> },
+    EndSessions {
+        to: Recipients,
+        login: Option<String>,
+    },
 }
 
 /// What receives deliveries on a node: the local hub.

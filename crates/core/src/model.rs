@@ -454,9 +454,18 @@ pub struct StoredAccountEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     PutContact(Contact),
-    DeleteContact { owner: UserId, peer: Address },
-    Block { owner: UserId, peer: Address },
-    Unblock { owner: UserId, peer: Address },
+    DeleteContact {
+        owner: UserId,
+        peer: Address,
+    },
+    Block {
+        owner: UserId,
+        peer: Address,
+    },
+    Unblock {
+        owner: UserId,
+        peer: Address,
+    },
     /// Creates the conversation with these members if it does not exist yet (idempotent).
     CreateConversation {
         conversation: Conversation,

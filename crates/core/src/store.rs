@@ -55,7 +55,10 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a batch atomically in one transaction where possible. An entry that fails on
     /// its own (for example a message to a conversation that does not exist) fails alone with
     /// its error; the others are still committed.
-    async fn append(&self, batch: Vec<JournalEntry>) -> StoreResult<Vec<StoreResult<JournalOutcome>>>;
+    async fn append(
+        &self,
+        batch: Vec<JournalEntry>,
+    ) -> StoreResult<Vec<StoreResult<JournalOutcome>>>;
     /// The highest position committed so far.
     async fn last_pos(&self) -> StoreResult<Pos>;
     /// Messages in the person's conversations and the person's account events with a
@@ -94,7 +97,8 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn sessions_of(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;
     /// Records a client's last request time and acknowledged position.
-    async fn touch_session(&self, id: &SessionId, last_seen: Millis, acked: Pos) -> StoreResult<()>;
+    async fn touch_session(&self, id: &SessionId, last_seen: Millis, acked: Pos)
+    -> StoreResult<()>;
     async fn set_session_presence(&self, id: &SessionId, presence: &Presence) -> StoreResult<()>;
     async fn delete_session(&self, id: &SessionId) -> StoreResult<()>;
     /// Deletes sessions whose client was last seen before `before`; returns them.

@@ -13,7 +13,11 @@ use switchboard_core::store::{StoreError, StoreResult};
 
 /// Account settings, contact states and the like are stored as their text names; a name the
 /// program does not know means the data was written by something else.
-pub(crate) fn parse_name<T>(text: &str, parse: fn(&str) -> Option<T>, what: &str) -> StoreResult<T> {
+pub(crate) fn parse_name<T>(
+    text: &str,
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+) -> StoreResult<T> {
     parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {text:?}")))
 }
 

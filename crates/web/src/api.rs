@@ -1,9 +1,9 @@
 //! The REST part of the HTTP API (`/api/v1/...`).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_core::model::*;
@@ -113,7 +113,9 @@ pub struct SettingsRequest {
 mod double_option {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
         Ok(Some(Option::deserialize(d)?))
     }
 }
@@ -202,7 +204,10 @@ pub async fn accept_contact(
     PathParams(peer): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let peer = address(&state, &peer)?;
-    state.hub.answer_contact(&auth.principal, &peer, true).await?;
+    state
+        .hub
+        .answer_contact(&auth.principal, &peer, true)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -355,7 +360,12 @@ pub async fn history(
     let id = conversation_id(&id)?;
     let messages = state
         .hub
-        .history(&auth.principal, id, q.before.map(Seq), q.limit.unwrap_or(50))
+        .history(
+            &auth.principal,
+            id,
+            q.before.map(Seq),
+            q.limit.unwrap_or(50),
+        )
         .await?;
     Ok(Json(json!({
         "messages": messages.iter().map(views::message).collect::<Vec<_>>(),
@@ -401,7 +411,10 @@ pub async fn mark_read(
     Body(req): Body<ReadRequest>,
 ) -> ApiResult<StatusCode> {
     let id = conversation_id(&id)?;
-    state.hub.mark_read(&auth.principal, id, Seq(req.upto)).await?;
+    state
+        .hub
+        .mark_read(&auth.principal, id, Seq(req.upto))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -200,7 +200,9 @@ pub async fn websocket(
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Command {
     /// The client has every durable event up to `position`.
-    Ack { position: i64 },
+    Ack {
+        position: i64,
+    },
     Send {
         conversation: Uuid,
         client_id: String,
@@ -210,8 +212,14 @@ enum Command {
         show: Availability,
         status: Option<String>,
     },
-    Read { conversation: Uuid, upto: i64 },
-    Typing { conversation: Uuid, state: Typing },
+    Read {
+        conversation: Uuid,
+        upto: i64,
+    },
+    Typing {
+        conversation: Uuid,
+        state: Typing,
+    },
     Ping,
 }
 
@@ -240,7 +248,11 @@ async fn run_socket(
     ping.tick().await;
     let mut awaiting_pong = false;
     let mut close: Option<CloseFrame> = None;
-    if tx.send(Message::Text(hello.to_string().into())).await.is_err() {
+    if tx
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
         hub.metrics().connections.dec();
         return;
     }
@@ -353,7 +365,10 @@ async fn handle(
         Command::Typing {
             conversation,
             state,
-        } => hub.typing(principal, ConversationId(conversation), state).await,
+        } => {
+            hub.typing(principal, ConversationId(conversation), state)
+                .await
+        }
         Command::Ping => return Some(json!({"type": "pong"})),
         // Sends are pipelined by the caller and never reach here.
         Command::Send { .. } => return None,

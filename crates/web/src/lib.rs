@@ -143,7 +143,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// and API answers are never cached.
 async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
     let h = response.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.entry(header::CACHE_CONTROL)
@@ -164,4 +167,51 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the router serves is described in the OpenAPI document, and the document
+    /// describes no route that does not exist.
+    #[test]
+    fn openapi_document_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let documented: std::collections::BTreeSet<String> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .cloned()
+            .collect();
+        // A route's path is the first string of a `.route(` call, on its line or the next.
+        let quoted_path = |line: &str| -> Option<String> {
+            let text = line.trim_start();
+            let text = text.strip_prefix(".route(").unwrap_or(text);
+            let text = text.strip_prefix('"')?;
+            let path = &text[..text.find('"')?];
+            path.starts_with('/').then(|| path.to_string())
+        };
+        let source = include_str!("lib.rs");
+        let router = &source[source.find("pub fn router").expect("the router")..];
+        let router = &router[..router.find("\n}\n").expect("its end")];
+        let (api, top) = router.split_at(router.find(".nest(").expect("the API nest"));
+        let mut served = std::collections::BTreeSet::new();
+        served.extend(
+            api.lines()
+                .filter_map(quoted_path)
+                .map(|p| format!("/api/v1{p}")),
+        );
+        served.extend(top.lines().filter_map(quoted_path));
+        assert!(served.len() > 20, "routes found: {served:?}");
+        for path in &served {
+            assert!(
+                documented.contains(path),
+                "{path} is served but not documented"
+            );
+        }
+        for path in &documented {
+            assert!(served.contains(path), "{path} is documented but not served");
+        }
+    }
 }

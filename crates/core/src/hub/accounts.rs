@@ -269,7 +269,10 @@ impl Hub {
             .account(login.user)
             .await?
             .ok_or(HubError::Unauthenticated)?;
-        self.inner.store.touch_login(&login.id, now_millis()).await?;
+        self.inner
+            .store
+            .touch_login(&login.id, now_millis())
+            .await?;
         let principal = Principal {
             user: account.id,
             address: account.address,

@@ -31,14 +31,11 @@ impl HubMetrics {
         let events_out = Counter::default();
         let slow_consumers = Counter::default();
         let logins_failed = Counter::default();
-        let store_commit_seconds = Histogram::new(
-            [
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
-            ]
-            .into_iter(),
-        );
+        let store_commit_seconds = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+        ]);
         let journal_batch_size =
-            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0].into_iter());
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
         registry.register(
             "connections",
             "Open client connections on all lines",

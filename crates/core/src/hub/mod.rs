@@ -174,9 +174,7 @@ impl Hub {
             login_limiter_client: RateLimiter::new(Rate::per_minute(
                 config.login_attempts_per_minute.saturating_mul(10),
             )),
-            contact_limiter: RateLimiter::new(Rate::per_minute(
-                config.contact_requests_per_minute,
-            )),
+            contact_limiter: RateLimiter::new(Rate::per_minute(config.contact_requests_per_minute)),
             config,
             store: store.clone(),
             bus: bus.clone(),
@@ -234,11 +232,19 @@ impl HubInner {
     }
 
     pub(crate) fn person(&self, user: UserId) -> Option<Arc<Mutex<Person>>> {
-        self.people.read().unwrap_or_else(|e| e.into_inner()).get(&user).cloned()
+        self.people
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .cloned()
     }
 
     pub(crate) fn online_user(&self, address: &Address) -> Option<UserId> {
-        self.by_address.read().unwrap_or_else(|e| e.into_inner()).get(address).copied()
+        self.by_address
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+            .copied()
     }
 }
 

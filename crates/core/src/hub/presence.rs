@@ -122,7 +122,11 @@ impl Hub {
 impl HubInner {
     /// Changes a person's state and sends each online contact whose view of their presence
     /// changed the presence they now see.
-    pub(crate) fn update_person(&self, person: &Arc<Mutex<Person>>, change: impl FnOnce(&mut Person)) {
+    pub(crate) fn update_person(
+        &self,
+        person: &Arc<Mutex<Person>>,
+        change: impl FnOnce(&mut Person),
+    ) {
         let mut p = person.lock().unwrap_or_else(|e| e.into_inner());
         let mut viewers: Vec<Address> = p.audience.keys().cloned().collect();
         let before: Vec<Presence> = viewers.iter().map(|v| seen_by(&p, v)).collect();
@@ -166,9 +170,12 @@ impl HubInner {
         if sessions.is_empty() {
             let mut people = self.people.write().unwrap_or_else(|e| e.into_inner());
             // Only forget them if no session attached meanwhile.
-            let empty = people
-                .get(&user)
-                .is_some_and(|p| p.lock().unwrap_or_else(|e| e.into_inner()).sessions.is_empty());
+            let empty = people.get(&user).is_some_and(|p| {
+                p.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sessions
+                    .is_empty()
+            });
             if empty {
                 people.remove(&user);
                 self.by_address
@@ -195,7 +202,10 @@ impl HubInner {
     pub(crate) fn presence_snapshot(&self, person: &Arc<Mutex<Person>>) -> Vec<Event> {
         let (me, watching) = {
             let p = person.lock().unwrap_or_else(|e| e.into_inner());
-            (p.address.clone(), p.watching.iter().cloned().collect::<Vec<_>>())
+            (
+                p.address.clone(),
+                p.watching.iter().cloned().collect::<Vec<_>>(),
+            )
         };
         watching
             .into_iter()

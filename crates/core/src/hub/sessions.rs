@@ -143,8 +143,8 @@ impl EventStream {
     /// handed out. Before the replay is drained that is the last replayed position; after it,
     /// at least the store position the replay reached.
     pub fn position(&self) -> Pos {
-        let replay_done = self.replay_from.is_none()
-            && !self.replay.iter().any(|e| e.pos().is_some());
+        let replay_done =
+            self.replay_from.is_none() && !self.replay.iter().any(|e| e.pos().is_some());
         if replay_done {
             self.handed_out.max(self.skip_upto)
         } else {
@@ -185,11 +185,19 @@ impl EventStream {
     }
 
     async fn next_replayed(&mut self) -> Option<Event> {
+        // Cancel-safe: `replay_from` is only cleared once the page has arrived, so a caller
+        // that drops this future mid-read (a `select!`) loses nothing.
         if self.replay.is_empty()
-            && let Some((after, upto)) = self.replay_from.take()
+            && let Some((after, upto)) = self.replay_from
         {
-            match self.hub.store.replay(self.slot.user, after, REPLAY_PAGE).await {
+            match self
+                .hub
+                .store
+                .replay(self.slot.user, after, REPLAY_PAGE)
+                .await
+            {
                 Ok(page) => {
+                    self.replay_from = None;
                     let full = page.len() == REPLAY_PAGE;
                     let mut last = after;
                     for item in page {
@@ -206,6 +214,7 @@ impl EventStream {
                 Err(e) => {
                     // The client gets no partial replay it could mistake for complete: the
                     // stream ends and the client resumes again from what it has.
+                    self.replay_from = None;
                     tracing::warn!(error = %e, session = %self.slot.id, "replay failed");
                     self.live.close();
                     return None;
@@ -451,13 +460,25 @@ impl Hub {
 
     /// Connects a client to a session: registers its live queue, then prepares the replay.
     async fn attach(&self, slot: Arc<SessionSlot>, after: Option<Pos>) -> HubResult<EventStream> {
-        let person = self.ensure_person(slot.user, &slot.address).await?;
-        {
-            let mut p = person.lock().unwrap_or_else(|e| e.into_inner());
-            if !p.sessions.iter().any(|s| Arc::ptr_eq(s, &slot)) {
-                p.sessions.push(slot.clone());
+        // The person's last session may be ending at this very moment, which forgets the
+        // person; joining a forgotten person would make this session unreachable, so check
+        // and load them again in that case.
+        let person = loop {
+            let person = self.ensure_person(slot.user, &slot.address).await?;
+            {
+                let mut p = person.lock().unwrap_or_else(|e| e.into_inner());
+                if !p.sessions.iter().any(|s| Arc::ptr_eq(s, &slot)) {
+                    p.sessions.push(slot.clone());
+                }
             }
-        }
+            if self
+                .inner
+                .person(slot.user)
+                .is_some_and(|p| Arc::ptr_eq(&p, &person))
+            {
+                break person;
+            }
+        };
         let (tx, live) = mpsc::channel(self.inner.config.session_queue.max(1));
         let (generation, previous) = {
             let mut st = slot.lock();

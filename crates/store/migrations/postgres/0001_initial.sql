@@ -87,10 +87,11 @@ CREATE TABLE messages (
 CREATE UNIQUE INDEX messages_by_seq ON messages (conversation, seq);
 -- Replay: the messages of each of a person's conversations past a position.
 CREATE INDEX messages_by_pos ON messages (conversation, pos);
--- A resend with the same client id is recognised, not stored again.
-CREATE UNIQUE INDEX messages_by_client_id ON messages (sender, client_id);
--- Whether someone has written in a conversation (the stranger rule), and deleting an account.
-CREATE INDEX messages_by_sender ON messages (sender, conversation);
+-- A resend with the same client id is recognised, not stored again. Carrying the
+-- conversation lets "has this person written here" (the stranger rule) and deleting an
+-- account be answered from the index alone, without a separate (sender, conversation) index
+-- to maintain on every message.
+CREATE UNIQUE INDEX messages_by_client_id ON messages (sender, client_id) INCLUDE (conversation);
 
 CREATE TABLE account_events (
     pos BIGINT PRIMARY KEY,

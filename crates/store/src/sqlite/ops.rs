@@ -287,8 +287,11 @@ pub(super) fn create_account(conn: &Connection, new: &NewAccount) -> R<Account> 
 }
 
 pub(super) fn account_by_id(conn: &Connection, id: UserId) -> R<Option<Account>> {
-    let mut stmt =
-        conn.prepare_cached(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE id = ?1"
+    ))?;
     one(stmt.query_row([id.0], account).optional()?)
 }
 
@@ -458,8 +461,12 @@ pub(super) fn delete_logins_of(conn: &Connection, user: UserId) -> R<()> {
 
 // --- the journal ---
 
-/// Applies a batch of journal entries, each in its own savepoint so that one entry's failure
-/// leaves the others standing.
+/// Applies a batch of journal entries so that one entry's failure leaves the others standing.
+///
+/// A change entry runs several statements and gets a savepoint to undo them together. A
+/// message entry writes with a single INSERT, which SQLite undoes by itself when it fails, so
+/// it goes without: a savepoint would copy every page the message touches into the statement
+/// journal, a cost paid on each of thousands of messages per second.
 pub(super) fn append(
     conn: &Connection,
     state: &mut WriterState,
@@ -467,28 +474,30 @@ pub(super) fn append(
 ) -> R<Vec<StoreResult<JournalOutcome>>> {
     let mut results = Vec::with_capacity(batch.len());
     for entry in batch {
-        exec(conn, "SAVEPOINT entry")?;
         let mark = state.mark();
         let outcome = match entry {
             JournalEntry::Message(message) => {
                 append_message(conn, state, message).map(JournalOutcome::Message)
             }
             JournalEntry::Changes { changes, events } => {
-                apply_changes(conn, state, changes, events).map(JournalOutcome::Changes)
+                exec(conn, "SAVEPOINT entry")?;
+                let applied = apply_changes(conn, state, changes, events);
+                if applied.is_ok() {
+                    exec(conn, "RELEASE entry")?;
+                } else if !conn.is_autocommit() {
+                    exec(conn, "ROLLBACK TO entry")?;
+                    exec(conn, "RELEASE entry")?;
+                }
+                applied.map(JournalOutcome::Changes)
             }
         };
         match outcome {
-            Ok(outcome) => {
-                exec(conn, "RELEASE entry")?;
-                results.push(Ok(outcome));
-            }
+            Ok(outcome) => results.push(Ok(outcome)),
             Err(fail) => {
                 // SQLite rolled the whole transaction back by itself: the writer retries.
                 if conn.is_autocommit() {
                     return Err(fail);
                 }
-                exec(conn, "ROLLBACK TO entry")?;
-                exec(conn, "RELEASE entry")?;
                 state.undo(mark);
                 results.push(Err(fail.into_store()));
             }
@@ -497,45 +506,58 @@ pub(super) fn append(
     Ok(results)
 }
 
-fn message_by_client_id(conn: &Connection, sender: UserId, client_id: &str) -> R<Option<StoredMessage>> {
+fn message_by_client_id(
+    conn: &Connection,
+    sender: UserId,
+    client_id: &str,
+) -> R<Option<StoredMessage>> {
     let mut stmt = conn.prepare_cached(concat!(
         "SELECT ",
         message_columns!(),
         " FROM messages WHERE sender = ?1 AND client_id = ?2"
     ))?;
-    one(stmt.query_row(params![sender.0, client_id], message).optional()?)
+    one(stmt
+        .query_row(params![sender.0, client_id], message)
+        .optional()?)
 }
 
 fn append_message(conn: &Connection, state: &mut WriterState, new: &NewMessage) -> R<Appended> {
-    // Looking first costs one probe of an index the insert touches anyway, and keeps a resend
-    // from ever consuming a position or a sequence number.
-    if let Some(earlier) = message_by_client_id(conn, new.sender, &new.client_id)? {
+    let last = state
+        .last_seq(conn, new.conversation)?
+        .ok_or_else(|| StoreError::NotFound(format!("conversation {}", new.conversation)))?;
+    let seq = last + 1;
+    let pos = state.peek_pos();
+    // A resend (same sender and client id) inserts nothing. Letting the insert find it costs
+    // nothing extra, where looking first would search the same index twice for every message.
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO messages (pos, id, conversation, seq, sender, sender_address, client_id,
+                                   body, sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (sender, client_id) DO NOTHING",
+        )?
+        .execute(params![
+            pos.0,
+            blob(&new.id.0),
+            blob(&new.conversation.0),
+            seq,
+            new.sender.0,
+            new.sender_address.as_str(),
+            new.client_id,
+            new.body,
+            new.sent_at,
+        ])
+        .map_err(|e| Fail::or_not_found(e, || format!("account {}", new.sender.0)))?;
+    if inserted == 0 {
+        let earlier = message_by_client_id(conn, new.sender, &new.client_id)?.ok_or_else(|| {
+            StoreError::Corrupt("a message collided with one that cannot be read back".into())
+        })?;
         return Ok(Appended {
             message: earlier,
             duplicate: true,
         });
     }
-    let last = state
-        .last_seq(conn, new.conversation)?
-        .ok_or_else(|| StoreError::NotFound(format!("conversation {}", new.conversation)))?;
-    let seq = last + 1;
-    let pos = state.take_pos();
-    conn.prepare_cached(
-        "INSERT INTO messages (pos, id, conversation, seq, sender, sender_address, client_id,
-                               body, sent_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        pos.0,
-        blob(&new.id.0),
-        blob(&new.conversation.0),
-        seq,
-        new.sender.0,
-        new.sender_address.as_str(),
-        new.client_id,
-        new.body,
-        new.sent_at,
-    ])?;
+    state.take_pos();
     state.set_last_seq(new.conversation, seq);
     Ok(Appended {
         message: StoredMessage {
@@ -686,7 +708,12 @@ fn add_member(
          VALUES (?1, ?2, ?3, ?4, ?4)
          ON CONFLICT (conversation, user_id) DO UPDATE SET address = excluded.address",
     )?
-    .execute(params![blob(&conversation.0), user.0, address.as_str(), last_seq])
+    .execute(params![
+        blob(&conversation.0),
+        user.0,
+        address.as_str(),
+        last_seq
+    ])
     .map_err(|e| Fail::or_not_found(e, || format!("account {}", user.0)))?;
     Ok(())
 }
@@ -714,7 +741,12 @@ pub(super) fn advance_cursors(
     Ok(())
 }
 
-pub(super) fn replay(conn: &Connection, user: UserId, after: Pos, limit: usize) -> R<Vec<Replayed>> {
+pub(super) fn replay(
+    conn: &Connection,
+    user: UserId,
+    after: Pos,
+    limit: usize,
+) -> R<Vec<Replayed>> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -731,16 +763,16 @@ pub(super) fn replay(conn: &Connection, user: UserId, after: Pos, limit: usize) 
             message_columns!(),
             " FROM messages WHERE conversation = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
         ))?;
-        messages.extend(collect(stmt.query_map(
-            params![conversation, first, sql_limit(limit)],
-            message,
-        )?)?);
+        messages.extend(collect(
+            stmt.query_map(params![conversation, first, sql_limit(limit)], message)?,
+        )?);
     }
     let mut stmt = tx.prepare_cached(
         "SELECT pos, user_id, at, payload FROM account_events
          WHERE user_id = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
     )?;
-    let events = collect(stmt.query_map(params![user.0, after.0, sql_limit(limit)], account_event)?)?;
+    let events =
+        collect(stmt.query_map(params![user.0, after.0, sql_limit(limit)], account_event)?)?;
     drop(stmt);
     tx.finish()?;
     Ok(merge_replay(messages, events, limit))
@@ -761,12 +793,18 @@ fn member_conversations(conn: &Connection, user: UserId) -> R<Vec<Vec<u8>>> {
 /// index. Its start is found by bisecting on sequence numbers, each probe one index seek;
 /// this spares the hot insert path a separate (conversation, pos) index. Most conversations
 /// have nothing new and cost a single probe.
-pub(super) fn first_seq_after(conn: &Connection, conversation: &[u8], after: i64) -> R<Option<i64>> {
+pub(super) fn first_seq_after(
+    conn: &Connection,
+    conversation: &[u8],
+    after: i64,
+) -> R<Option<i64>> {
     let mut newest = conn.prepare_cached(
         "SELECT seq, pos FROM messages WHERE conversation = ?1 ORDER BY seq DESC LIMIT 1",
     )?;
     let Some((high_seq, high_pos)) = newest
-        .query_row([conversation], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+        .query_row([conversation], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+        })
         .optional()?
     else {
         return Ok(None);
@@ -781,10 +819,14 @@ pub(super) fn first_seq_after(conn: &Connection, conversation: &[u8], after: i64
     )?;
     let mut probe = |seq: i64| -> R<(i64, i64)> {
         let found = at_or_after
-            .query_row(params![conversation, seq], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row(params![conversation, seq], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()?;
         // The newest message exists and is at or after any number up to its own.
-        found.ok_or_else(|| StoreError::Corrupt("a conversation's messages changed during a read".into()).into())
+        found.ok_or_else(|| {
+            StoreError::Corrupt("a conversation's messages changed during a read".into()).into()
+        })
     };
     let (low_seq, low_pos) = probe(i64::MIN)?;
     if low_pos > after {
@@ -872,7 +914,9 @@ pub(super) fn contact_of(conn: &Connection, owner: UserId, peer: &Address) -> R<
         contact_columns!(),
         " FROM contacts WHERE owner = ?1 AND peer = ?2"
     ))?;
-    one(stmt.query_row(params![owner.0, peer.as_str()], contact).optional()?)
+    one(stmt
+        .query_row(params![owner.0, peer.as_str()], contact)
+        .optional()?)
 }
 
 pub(super) fn is_blocked(conn: &Connection, owner: UserId, peer: &Address) -> R<bool> {
@@ -948,10 +992,17 @@ pub(super) fn share_group(conn: &Connection, a: UserId, b: UserId) -> R<bool> {
     Ok(shared)
 }
 
-pub(super) fn has_written(conn: &Connection, author: UserId, conversation: ConversationId) -> R<bool> {
+pub(super) fn has_written(
+    conn: &Connection,
+    author: UserId,
+    conversation: ConversationId,
+) -> R<bool> {
+    // There is no (sender, conversation) index (see the schema): this walks the
+    // conversation's messages until it finds one of the author's. The unary `+` keeps SQLite
+    // from walking all of the author's messages instead, which are at least as many.
     let written = conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE sender = ?1 AND conversation = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation = ?2 AND +sender = ?1)",
         )?
         .query_row(params![author.0, blob(&conversation.0)], |row| row.get(0))?;
     Ok(written)
@@ -986,8 +1037,11 @@ pub(super) fn put_session(conn: &Connection, s: &SessionRecord) -> R<()> {
 }
 
 pub(super) fn session_by_id(conn: &Connection, id: &str) -> R<Option<SessionRecord>> {
-    let mut stmt =
-        conn.prepare_cached(concat!("SELECT ", session_columns!(), " FROM sessions WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE id = ?1"
+    ))?;
     one(stmt.query_row([id], session).optional()?)
 }
 
@@ -1031,4 +1085,60 @@ pub(super) fn expire_sessions(conn: &Connection, before: Millis) -> R<Vec<Sessio
     let mut expired = collect(stmt.query_map([before], session)?)?;
     expired.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::{SqliteOptions, configure_writer, migrate, open_connection};
+
+    #[test]
+    fn the_first_message_past_a_position_is_found_despite_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("bisect.sqlite")).unwrap();
+        configure_writer(&conn, &SqliteOptions::default()).unwrap();
+        migrate(&mut conn).unwrap();
+        let conversation = uuid::Uuid::from_u128(7);
+        conn.execute_batch(
+            "INSERT INTO accounts (id, address, realm, scram_sha1, scram_sha256, visibility,
+                                   message_policy, created_at)
+             VALUES (1, 'a@b.example', 'b.example', '', '', 'contacts', 'contacts', 0)",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO conversations (id, kind, confidential, created_by, created_at)
+             VALUES (?1, 'group', 0, 'a@b.example', 0)",
+            [blob(&conversation)],
+        )
+        .unwrap();
+        // Sequence numbers with holes (deleted messages) and positions with holes (other
+        // conversations' messages), growing together.
+        let mut rows = Vec::new();
+        let (mut seq, mut pos) = (0, 0);
+        for i in 0..40i64 {
+            seq += 1 + (i % 3) * (i % 2);
+            pos += 1 + (i * 5) % 7;
+            rows.push((seq, pos));
+            conn.execute(
+                "INSERT INTO messages (pos, id, conversation, seq, sender, sender_address,
+                                       client_id, body, sent_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, 'a@b.example', ?5, '', 0)",
+                params![
+                    pos,
+                    blob(&uuid::Uuid::from_u128(i as u128)),
+                    blob(&conversation),
+                    seq,
+                    i.to_string()
+                ],
+            )
+            .unwrap();
+        }
+        for after in -1..=pos + 1 {
+            let expected = rows.iter().find(|(_, p)| *p > after).map(|(s, _)| *s);
+            let found = first_seq_after(&conn, blob(&conversation), after).unwrap();
+            assert_eq!(found, expected, "after position {after}");
+        }
+        let empty = uuid::Uuid::from_u128(8);
+        assert_eq!(first_seq_after(&conn, blob(&empty), 0).ok().flatten(), None);
+    }
 }

@@ -67,6 +67,11 @@ impl WriterState {
         Pos(pos)
     }
 
+    /// The position `take_pos` will hand out next.
+    pub(crate) fn peek_pos(&self) -> Pos {
+        Pos(self.next_pos)
+    }
+
     /// The highest position handed out so far (committed or inside the open transaction).
     pub(crate) fn last_assigned(&self) -> i64 {
         self.next_pos - 1
@@ -239,17 +244,18 @@ where
 pub(crate) type Job = Box<dyn WriteJob>;
 
 /// Starts the writer thread. It ends when every sender is dropped (the store is dropped), after
-/// finishing the requests already sent.
+/// finishing the requests already sent; nobody needs to join it, because every request that was
+/// answered is committed by then.
 pub(crate) fn spawn(
     conn: Connection,
     state: WriterState,
     committed_pos: Arc<AtomicI64>,
-) -> std::io::Result<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<mpsc::Sender<Job>> {
     let (sender, receiver) = mpsc::channel::<Job>();
-    let handle = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || writer_loop(conn, state, receiver, committed_pos))?;
-    Ok((sender, handle))
+    Ok(sender)
 }
 
 fn writer_loop(
@@ -292,10 +298,10 @@ fn run_batch(
         Err(fail) => fail,
     };
     recover(conn, state, before);
-    if batch.len() == 1 {
-        for job in batch {
-            finish_failed(job, failure);
-        }
+    if batch.len() == 1
+        && let Some(job) = batch.pop()
+    {
+        finish_failed(job, failure);
         return;
     }
     tracing::warn!(
@@ -375,4 +381,140 @@ fn commit(conn: &Connection, state: &mut WriterState, jobs: &mut [Job]) -> R<()>
     exec(conn, "COMMIT")?;
     state.committed();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::{SqliteOptions, configure_writer, migrate, open_connection};
+    use switchboard_core::model::UserId;
+
+    fn database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("writer.sqlite")).unwrap();
+        configure_writer(&conn, &SqliteOptions::default()).unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO accounts (id, address, realm, scram_sha1, scram_sha256, visibility,
+                                   message_policy, created_at)
+             VALUES (1, 'a@b.example', 'b.example', '', '', 'contacts', 'contacts', 0)",
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    type Reply = oneshot::Receiver<StoreResult<i64>>;
+
+    /// A job that writes one account event and answers with its position.
+    fn event_job() -> (Job, Reply) {
+        let (tx, rx) = oneshot::channel();
+        let work = |conn: &Connection, state: &mut WriterState| -> R<i64> {
+            let pos = state.take_pos();
+            conn.execute(
+                "INSERT INTO account_events (pos, user_id, at, payload) VALUES (?1, 1, 0, '{}')",
+                [pos.0],
+            )?;
+            Ok(pos.0)
+        };
+        (Box::new(Request::new(work, true, tx)), rx)
+    }
+
+    fn events(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn
+            .prepare("SELECT pos FROM account_events ORDER BY pos")
+            .unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_that_fails_as_a_whole_is_retried_request_by_request() {
+        let (_dir, conn) = database();
+        let mut state = WriterState::load(&conn).unwrap();
+        let committed = AtomicI64::new(0);
+        let (first, first_reply) = event_job();
+        let (last, last_reply) = event_job();
+        // This request takes a position and then ends the transaction under everyone's feet,
+        // as SQLite does by itself on some I/O errors.
+        let (tx, mut saboteur_reply) = oneshot::channel::<StoreResult<i64>>();
+        let saboteur = |conn: &Connection, state: &mut WriterState| -> R<i64> {
+            state.take_pos();
+            conn.execute_batch("ROLLBACK")?;
+            Err(StoreError::Unavailable("sabotage".into()).into())
+        };
+        let batch: Vec<Job> = vec![first, Box::new(Request::new(saboteur, true, tx)), last];
+        run_batch(&conn, &mut state, batch, &committed);
+
+        assert_eq!(first_reply.blocking_recv().unwrap().ok(), Some(1));
+        assert_eq!(
+            last_reply.blocking_recv().unwrap().ok(),
+            Some(2),
+            "no position is lost"
+        );
+        assert!(matches!(
+            saboteur_reply.try_recv().unwrap(),
+            Err(StoreError::Unavailable(text)) if text == "sabotage"
+        ));
+        assert_eq!(events(&conn), [1, 2]);
+        assert_eq!(committed.load(Ordering::Acquire), 2);
+        assert!(conn.is_autocommit(), "no transaction is left open");
+    }
+
+    #[test]
+    fn a_failing_or_panicking_request_is_rolled_back_alone() {
+        let (_dir, conn) = database();
+        let mut state = WriterState::load(&conn).unwrap();
+        let committed = AtomicI64::new(0);
+        let (first, first_reply) = event_job();
+        let (last, last_reply) = event_job();
+        let (tx, failing_reply) = oneshot::channel::<StoreResult<i64>>();
+        let failing = |conn: &Connection, state: &mut WriterState| -> R<i64> {
+            let pos = state.take_pos();
+            conn.execute(
+                "INSERT INTO account_events (pos, user_id, at, payload) VALUES (?1, 1, 0, '{}')",
+                [pos.0],
+            )?;
+            Err(StoreError::NotFound("something".into()).into())
+        };
+        let (ptx, panicking_reply) = oneshot::channel::<StoreResult<i64>>();
+        let panicking = |_: &Connection, state: &mut WriterState| -> R<i64> {
+            state.take_pos();
+            panic!("a bug in a request");
+        };
+        let batch: Vec<Job> = vec![
+            first,
+            Box::new(Request::new(failing, true, tx)),
+            Box::new(Request::new(panicking, true, ptx)),
+            last,
+        ];
+        run_batch(&conn, &mut state, batch, &committed);
+
+        assert_eq!(first_reply.blocking_recv().unwrap().ok(), Some(1));
+        assert!(matches!(
+            failing_reply.blocking_recv().unwrap(),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            panicking_reply.blocking_recv().unwrap(),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert_eq!(last_reply.blocking_recv().unwrap().ok(), Some(2));
+        assert_eq!(
+            events(&conn),
+            [1, 2],
+            "the failed request's row was rolled back"
+        );
+        assert_eq!(committed.load(Ordering::Acquire), 2);
+        let user: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM accounts WHERE id = ?1",
+                [UserId(1).0],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap();
+        assert_eq!(user, Some(1));
+    }
 }

@@ -1,0 +1,435 @@
+//! The benchmark runner. It starts a release `switchboard` server pinned to one core, drives it
+//! from this process (run it pinned to the other core: `scripts/bench` does), and prints the
+//! figures the README reports:
+//!
+//! - `throughput`: durable messages per second through one node (history on), 100-byte
+//!   messages between fixed pairs of users over WebSocket, offered rate stepped up; one-way
+//!   latency (send to delivery) measured here, percentiles per step.
+//! - `idle`: server memory per idle authenticated WebSocket session (RSS delta over N
+//!   sessions).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard_core::bus::InProcessBus;
+use switchboard_core::credentials::HashCost;
+use switchboard_core::model::MessagePolicy;
+use switchboard_core::{Address, Hub, HubConfig, Realm};
+use switchboard_store::{SqliteOptions, SqliteStore};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const PASSWORD: &str = "benchmark password";
+
+#[derive(Parser)]
+#[command(about = "Switchboard benchmarks")]
+struct Cli {
+    /// The server binary to benchmark.
+    #[arg(long, default_value = "target/release/switchboard")]
+    server: PathBuf,
+    /// The CPU the server is pinned to (with taskset).
+    #[arg(long, default_value_t = 0)]
+    server_cpu: usize,
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Durable messages per second and one-way latency, offered rate stepped up.
+    Throughput {
+        /// Pairs of users; one of each pair sends to the other.
+        #[arg(long, default_value_t = 500)]
+        pairs: usize,
+        /// Offered rates to step through, messages per second in total.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "5000,10000,15000,20000,25000,30000"
+        )]
+        rates: Vec<u64>,
+        /// Seconds per step.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Server memory per idle authenticated WebSocket session.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Bench::Throughput {
+            pairs,
+            ref rates,
+            seconds,
+        } => throughput(&cli, pairs, rates, seconds).await,
+        Bench::Idle { sessions } => idle(&cli, sessions).await,
+    }
+}
+
+/// Creates accounts straight in a fresh store, before the server starts: thousands of CLI
+/// runs would take minutes. Accounts accept conversations from anyone so that pairs need no
+/// contact requests.
+async fn create_users(dir: &Path, names: &[String]) -> Result<()> {
+    let store = SqliteStore::open(&dir.join("switchboard.db"), SqliteOptions::default())
+        .context("opening the store")?;
+    let config = HubConfig {
+        hash_cost: HashCost { iterations: 64 },
+        default_message_policy: MessagePolicy::Anyone,
+        ..HubConfig::default()
+    };
+    let (hub, tasks) = Hub::start(config, Arc::new(store), InProcessBus::new("bench"));
+    let realm = Realm::parse("localhost")?;
+    for name in names {
+        hub.add_user(&Address::new(name, &realm)?, PASSWORD).await?;
+    }
+    tasks.shutdown(hub).await;
+    Ok(())
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(cli: &Cli, dir: &Path) -> Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("taskset")
+            .arg("-c")
+            .arg(cli.server_cpu.to_string())
+            .arg(&cli.server)
+            .arg("serve")
+            .env("SWITCHBOARD_DATA_DIR", dir)
+            .env("SWITCHBOARD_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHBOARD_HTTP_CONNECTIONS_PER_IP", "0")
+            .env("SWITCHBOARD_LIMITS_MESSAGES_PER_SECOND", "0")
+            .env("SWITCHBOARD_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE", "10000000")
+            .env("SWITCHBOARD_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", cli.server.display()))?;
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while reqwest::get(format!("{}/healthz", server.base))
+            .await
+            .is_err()
+        {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the server did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS")
+    }
+
+    async fn login(&self, http: &reqwest::Client, name: &str) -> Result<String> {
+        let r: Value = http
+            .post(format!("{}/api/v1/login", self.base))
+            .json(&json!({"user": name, "password": PASSWORD}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(r["token"].as_str().context("no token")?.to_string())
+    }
+
+    async fn metric(&self, name: &str) -> Result<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .with_context(|| format!("no metric {name}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(base: &str, token: &str) -> Result<Socket> {
+    let mut request =
+        format!("{}/api/v1/events", base.replace("http://", "ws://")).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    // The first frame names the session.
+    socket.next().await.context("no session frame")??;
+    Ok(socket)
+}
+
+async fn login_all(server: &Server, names: &[String]) -> Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::with_capacity(names.len());
+    for chunk in names.chunks(64) {
+        let logins = chunk.iter().map(|n| server.login(&http, n));
+        for token in futures_util::future::join_all(logins).await {
+            tokens.push(token?);
+        }
+    }
+    Ok(tokens)
+}
+
+async fn idle(cli: &Cli, sessions: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let names: Vec<String> = (0..=sessions).map(|i| format!("idle{i}")).collect();
+    create_users(dir.path(), &names).await?;
+    let server = Server::start(cli, dir.path()).await?;
+    let tokens = login_all(&server, &names).await?;
+    // One session first, so that everything allocated once is in the baseline.
+    let first = connect(&server.base, &tokens[0]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss_kib()?;
+    let mut sockets = Vec::with_capacity(sessions);
+    for chunk in tokens[1..].chunks(100) {
+        for socket in
+            futures_util::future::join_all(chunk.iter().map(|t| connect(&server.base, t))).await
+        {
+            sockets.push(socket?);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.metric("switchboard_sessions").await? < (sessions + 1) as f64 {
+        if Instant::now() > deadline {
+            bail!("the server did not hold every session");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss_kib()?;
+    let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / sessions as f64;
+    println!(
+        "idle sessions: {sessions}; server RSS {before} KiB -> {after} KiB; {:.0} bytes ({:.1} KiB) per idle authenticated WebSocket session",
+        per_session,
+        per_session / 1024.0
+    );
+    drop(first);
+    drop(sockets);
+    Ok(())
+}
+
+/// Latencies in microseconds, per step.
+#[derive(Default)]
+struct Step {
+    latencies: Vec<u32>,
+}
+
+fn now_us(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let names: Vec<String> = (0..pairs * 2).map(|i| format!("u{i}")).collect();
+    create_users(dir.path(), &names).await?;
+    let server = Server::start(cli, dir.path()).await?;
+    let tokens = login_all(&server, &names).await?;
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let step = Arc::new(Mutex::new(Step::default()));
+    let received = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let rate_per_sender = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for p in 0..pairs {
+        let (a, b) = (&tokens[2 * p], &tokens[2 * p + 1]);
+        let conv: Value = http
+            .post(format!("{}/api/v1/conversations", server.base))
+            .bearer_auth(a)
+            .json(&json!({"with": names[2 * p + 1]}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let conv = conv["id"].as_str().context("no conversation")?.to_string();
+        let receiver = connect(&server.base, b).await?;
+        let sender = connect(&server.base, a).await?;
+        tokio::spawn(receive(receiver, start, step.clone(), received.clone()));
+        senders.push((sender, conv));
+    }
+    for (i, (socket, conv)) in senders.into_iter().enumerate() {
+        tokio::spawn(send(
+            socket,
+            conv,
+            i,
+            start,
+            rate_per_sender.clone(),
+            sent.clone(),
+            acked.clone(),
+        ));
+    }
+    println!(
+        "pairs: {pairs}; message body: 100 bytes; history on (SQLite, WAL); step: {seconds} s"
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "offered/s", "stored/s", "delivered/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for &rate in rates {
+        // Rates are per sender in milli-messages per second so that slow rates still pace.
+        rate_per_sender.store(rate * 1000 / pairs as u64, Ordering::Relaxed);
+        let (s0, a0, r0) = (
+            sent.load(Ordering::Relaxed),
+            acked.load(Ordering::Relaxed),
+            received.load(Ordering::Relaxed),
+        );
+        step.lock().await.latencies.clear();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let (s1, a1, r1) = (
+            sent.load(Ordering::Relaxed),
+            acked.load(Ordering::Relaxed),
+            received.load(Ordering::Relaxed),
+        );
+        let mut lat = std::mem::take(&mut step.lock().await.latencies);
+        lat.sort_unstable();
+        let pct = |q: f64| {
+            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        let secs = seconds as f64;
+        let _ = s1 - s0;
+        println!(
+            "{:>10} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+            rate,
+            (a1 - a0) as f64 / secs,
+            (r1 - r0) as f64 / secs,
+            pct(0.5),
+            pct(0.99),
+            lat.last().copied().unwrap_or(0) as f64 / 1000.0
+        );
+        if ((r1 - r0) as f64) < 0.97 * rate as f64 * secs {
+            println!("delivery fell behind the offered rate; stopping");
+            break;
+        }
+    }
+    rate_per_sender.store(0, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn send(
+    socket: Socket,
+    conversation: String,
+    index: usize,
+    start: Instant,
+    rate_milli: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+) {
+    let (mut tx, mut rx) = socket.split();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = rx.next().await {
+            if let Message::Text(text) = frame
+                && text.contains("\"type\":\"sent\"")
+            {
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let mut n = 0u64;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let rate = rate_milli.load(Ordering::Relaxed);
+        if rate == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            next = tokio::time::Instant::now();
+            continue;
+        }
+        next += Duration::from_micros(1_000_000_000 / rate);
+        tokio::time::sleep_until(next).await;
+        n += 1;
+        // The send time goes in the body: the receiver measures one-way latency from it.
+        let body = format!("{:020}:{:079}", now_us(start), 0);
+        let frame = json!({
+            "type": "send",
+            "conversation": conversation,
+            "client_id": format!("{index}-{n}"),
+            "body": body,
+        });
+        if tx
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn receive(socket: Socket, start: Instant, step: Arc<Mutex<Step>>, received: Arc<AtomicU64>) {
+    let (mut tx, mut rx) = socket.split();
+    let mut since_ack = 0;
+    while let Some(Ok(frame)) = rx.next().await {
+        let Message::Text(text) = frame else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if v["type"] != "message" {
+            continue;
+        }
+        let Some(sent_us) = v["body"]
+            .as_str()
+            .and_then(|b| b.get(..20))
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let latency = now_us(start).saturating_sub(sent_us);
+        step.lock()
+            .await
+            .latencies
+            .push(latency.min(u32::MAX as u64) as u32);
+        received.fetch_add(1, Ordering::Relaxed);
+        since_ack += 1;
+        if since_ack >= 64 {
+            since_ack = 0;
+            let ack = json!({"type": "ack", "position": v["position"]});
+            if tx
+                .send(Message::Text(ack.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
