@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_core::credentials::HashCost;
 use switchboard_core::model::MessagePolicy;
-use switchboard_core::{HubConfig, Realm};
+use switchboard_core::{Address, HubConfig, Realm};
 use switchboard_web::WebConfig;
 
 /// The prefix of every environment variable the configuration reads.
@@ -71,6 +71,13 @@ pub struct StoreConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub postgres_url: Option<String>,
+    /// A PostgreSQL schema to keep every table in (created if missing), so that several
+    /// servers or test runs can share one database; unset, the login's default schema is used.
+    #[serde(
+        deserialize_with = "de::schema_name",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub postgres_schema: Option<String>,
     /// Read connections to PostgreSQL (the journal writer has its own).
     #[serde(deserialize_with = "de::pool_size")]
     pub postgres_pool: usize,
@@ -189,10 +196,13 @@ pub struct AccountsConfig {
     /// Who may start a conversation with a new account: `contacts` or `anyone`.
     #[serde(deserialize_with = "de::message_policy")]
     pub default_message_policy: MessagePolicy,
-    /// Whether people may create their own accounts. No line offers sign-up yet, so only
-    /// `false` is accepted; accounts are made with `switchboard user add`.
-    #[serde(deserialize_with = "de::open_registration")]
+    /// Whether people may create their own accounts (`POST /api/v1/register`). Off by
+    /// default: accounts are made with `switchboard user add` or by an administrator.
+    #[serde(deserialize_with = "de::flag")]
     pub open_registration: bool,
+    /// Accounts (full addresses, `alice@realm`) allowed to use the administration API.
+    #[serde(deserialize_with = "de::addresses")]
+    pub admins: Vec<Address>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,6 +245,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             postgres_url: None,
+            postgres_schema: None,
             postgres_pool: 8,
             sqlite_synchronous: Synchronous::Normal,
             sqlite_readers: 4,
@@ -298,6 +309,7 @@ impl Default for AccountsConfig {
         AccountsConfig {
             default_message_policy: HubConfig::default().default_message_policy,
             open_registration: false,
+            admins: Vec::new(),
         }
     }
 }
@@ -516,6 +528,8 @@ impl Config {
                 iterations: self.auth.scram_iterations,
             },
             default_message_policy: self.accounts.default_message_policy,
+            open_registration: self.accounts.open_registration,
+            admins: self.accounts.admins.clone(),
             max_group_members: self.limits.max_group_members,
             journal_batch: self.store.journal_batch,
             max_replay: self.sessions.max_replay,
@@ -576,6 +590,7 @@ impl Config {
             // Keys without a default value are not serialized; name them here.
             if *section == "store" {
                 push("store.postgres_url".into(), None);
+                push("store.postgres_schema".into(), None);
             }
         }
         out
@@ -932,6 +947,24 @@ mod de {
         }
     }
 
+    pub fn schema_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match raw(d)? {
+            Raw::Text(s) if s.trim().is_empty() => Ok(None),
+            Raw::Text(s)
+                if s.len() <= 63
+                    && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
+            {
+                Ok(Some(s))
+            }
+            other => Err(de::Error::custom(format!(
+                "{other} is not a schema name (up to 63 lower-case letters, digits and '_', \
+                 not starting with a digit)"
+            ))),
+        }
+    }
+
     pub fn node_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         match raw(d)? {
             Raw::Text(s)
@@ -1005,14 +1038,20 @@ mod de {
         }
     }
 
-    pub fn open_registration<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-        if flag(d)? {
-            return Err(de::Error::custom(
-                "self-registration is not offered by this version yet; \
-                 create accounts with `switchboard user add`",
-            ));
-        }
-        Ok(false)
+    /// Full addresses (`alice@example.org`): a bare name would depend on the realm order.
+    pub fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<super::Address>, D::Error> {
+        let texts = d.deserialize_any(TextListVisitor)?;
+        texts
+            .iter()
+            .filter(|t| !t.trim().is_empty())
+            .map(|text| {
+                super::Address::parse_full(text.trim()).map_err(|e| {
+                    de::Error::custom(format!(
+                        "{text:?} is not a full address such as \"alice@example.org\": {e}"
+                    ))
+                })
+            })
+            .collect()
     }
 
     pub fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -1218,6 +1257,10 @@ mod tests {
                 "store.sqlite_synchronous",
             ),
             ("[store]\npostgres_pool = 0", "store.postgres_pool"),
+            (
+                "[store]\npostgres_schema = \"Bad-Name\"",
+                "store.postgres_schema",
+            ),
             ("[sessions]\ntimeout = 0", "sessions.timeout"),
             ("[sessions]\nqueue = 0", "sessions.queue"),
             ("[auth]\nscram_iterations = 0", "auth.scram_iterations"),
@@ -1226,9 +1269,10 @@ mod tests {
                 "accounts.default_message_policy",
             ),
             (
-                "[accounts]\nopen_registration = true",
+                "[accounts]\nopen_registration = \"maybe\"",
                 "accounts.open_registration",
             ),
+            ("[accounts]\nadmins = [\"root\"]", "accounts.admins"),
             (
                 "[http]\nallowed_origins = [\"example.org\"]",
                 "http.allowed_origins",

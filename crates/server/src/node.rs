@@ -76,10 +76,13 @@ fn ensure_data_dir(data_dir: &Path) -> anyhow::Result<()> {
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &config.store.postgres_url {
         // The URL may hold a password, so it is not repeated in messages.
-        let store = PostgresStore::connect(url, config.store.postgres_pool)
-            .await
-            .context("cannot open the PostgreSQL store (store.postgres_url)")?;
-        tracing::info!("store: PostgreSQL");
+        let pool = config.store.postgres_pool;
+        let store = match &config.store.postgres_schema {
+            Some(schema) => PostgresStore::connect_with_schema(url, schema, pool).await,
+            None => PostgresStore::connect(url, pool).await,
+        }
+        .context("cannot open the PostgreSQL store (store.postgres_url)")?;
+        tracing::info!(schema = ?config.store.postgres_schema, "store: PostgreSQL");
         return Ok(Arc::new(store));
     }
     let path = config.sqlite_path();
@@ -98,9 +101,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// How long the hub may take to commit what is queued and stop. A commit takes milliseconds;
-/// the bound exists because the hub finishes only once everything holding it has let go, and
-/// a connection a line keeps open must not keep the process alive for ever. Whatever the hub
-/// acknowledged is committed either way.
+/// the bound only matters when the store itself hangs (a PostgreSQL server that stopped
+/// answering), which must not keep the process alive for ever. Whatever the hub acknowledged
+/// is committed either way.
 const HUB_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stops the hub: every write already submitted is committed and the sessions are recorded.
@@ -108,7 +111,7 @@ pub async fn stop_hub(hub: Hub, tasks: HubTasks) {
     match tokio::time::timeout(HUB_STOP_TIMEOUT, tasks.shutdown(hub)).await {
         Ok(()) => tracing::debug!("the hub committed everything queued and stopped"),
         Err(_) => tracing::warn!(
-            "the hub did not stop within {}s: something still holds it (every write it \
+            "the hub did not stop within {}s: the store did not answer (every write it \
              acknowledged is committed)",
             HUB_STOP_TIMEOUT.as_secs()
         ),

@@ -5,7 +5,6 @@
 //! within `http.shutdown_grace`), the admin socket closes, then the hub commits every write
 //! still queued and records its sessions. Only then does the process exit, with status 0.
 
-
 use anyhow::Context;
 use switchboard_core::Hub;
 use switchboard_core::bus::InProcessBus;

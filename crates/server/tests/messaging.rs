@@ -698,7 +698,7 @@ async fn bad_input_gets_clear_json_errors() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     let (s, e) = alice
-        .get(&format!("/api/v1/sessions/nope/events?after=0&timeout=1"))
+        .get("/api/v1/sessions/nope/events?after=0&timeout=1")
         .await;
     assert_eq!(s, StatusCode::GONE);
     assert_eq!(e["error"]["code"], "session_gone");

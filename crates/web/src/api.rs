@@ -438,3 +438,101 @@ pub async fn typing(
 pub async fn fallback() -> ApiError {
     ApiError::not_found("there is no such API endpoint")
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccountRequest {
+    user: String,
+    password: String,
+}
+
+fn account_view(a: &Account) -> Value {
+    json!({"address": a.address, "created_at": a.created_at})
+}
+
+/// Self-registration, when the server allows it.
+pub async fn register(
+    State(state): State<AppState>,
+    Body(req): Body<NewAccountRequest>,
+) -> ApiResult<Response> {
+    let user = address(&state, &req.user)?;
+    let account = state.hub.register(&user, &req.password).await?;
+    Ok((StatusCode::CREATED, Json(account_view(&account))).into_response())
+}
+
+/// An administrator (listed in `accounts.admins`).
+pub struct Admin;
+
+impl Admin {
+    fn check(state: &AppState, auth: &Auth) -> ApiResult<Admin> {
+        if state.hub.is_admin(&auth.principal) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::forbidden(
+                "this needs an administrator (accounts.admins in the configuration)",
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmQuery {
+    realm: Option<String>,
+}
+
+pub async fn admin_users(
+    State(state): State<AppState>,
+    auth: Auth,
+    QueryParams(q): QueryParams<RealmQuery>,
+) -> ApiResult<Json<Value>> {
+    Admin::check(&state, &auth)?;
+    let realm = q
+        .realm
+        .map(|r| switchboard_core::Realm::parse(&r).map_err(HubError::from))
+        .transpose()?;
+    let list = state.hub.list_users(realm.as_ref()).await?;
+    Ok(Json(json!({
+        "users": list.iter().map(account_view).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn admin_add_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    Body(req): Body<NewAccountRequest>,
+) -> ApiResult<Response> {
+    Admin::check(&state, &auth)?;
+    let user = address(&state, &req.user)?;
+    let account = state.hub.add_user(&user, &req.password).await?;
+    Ok((StatusCode::CREATED, Json(account_view(&account))).into_response())
+}
+
+pub async fn admin_remove_user(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams(user): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    Admin::check(&state, &auth)?;
+    let user = address(&state, &user)?;
+    state.hub.remove_user(&user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    password: String,
+}
+
+pub async fn admin_set_password(
+    State(state): State<AppState>,
+    auth: Auth,
+    PathParams(user): PathParams<String>,
+    Body(req): Body<SetPasswordRequest>,
+) -> ApiResult<StatusCode> {
+    Admin::check(&state, &auth)?;
+    let user = address(&state, &user)?;
+    state.hub.set_password(&user, &req.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -81,6 +81,16 @@ pub fn router(hub: Hub, config: WebConfig) -> Router {
     let api = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/login", post(api::login))
+        .route("/register", post(api::register))
+        .route(
+            "/admin/users",
+            get(api::admin_users).post(api::admin_add_user),
+        )
+        .route("/admin/users/{address}", delete(api::admin_remove_user))
+        .route(
+            "/admin/users/{address}/password",
+            put(api::admin_set_password),
+        )
         .route("/logout", post(api::logout))
         .route("/me", get(api::me))
         .route("/me/settings", put(api::update_settings))

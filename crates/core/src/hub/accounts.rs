@@ -89,6 +89,22 @@ impl Hub {
         Ok(account)
     }
 
+    /// Creates an account for a visitor, when the realm allows self-registration.
+    pub async fn register(&self, address: &Address, password: &str) -> HubResult<Account> {
+        if !self.inner.config.open_registration {
+            return Err(HubError::Forbidden(
+                "self-registration is off on this server; ask an administrator for an account"
+                    .into(),
+            ));
+        }
+        self.add_user(address, password).await
+    }
+
+    /// Whether the principal may use the administration API.
+    pub fn is_admin(&self, principal: &Principal) -> bool {
+        self.inner.config.admins.contains(&principal.address)
+    }
+
     async fn derive(&self, password: &str) -> HubResult<Credentials> {
         let cost = self.inner.config.hash_cost;
         let password = password.to_string();

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{HubError, HubResult};
 use crate::model::{JournalEntry, JournalOutcome};
@@ -33,14 +33,18 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
+    /// Starts the journal task. It runs until `stop` says true; then it refuses new entries,
+    /// commits and acknowledges every entry already queued, and ends. (Waiting for the last
+    /// sender to go away would never end: the hub holds a sender and the task holds the hub.)
     pub fn start(
         store: Arc<dyn Store>,
         publisher: Arc<dyn Publisher>,
         capacity: usize,
         max_batch: usize,
+        stop: watch::Receiver<bool>,
     ) -> (Journal, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(run(rx, store, publisher, max_batch));
+        let task = tokio::spawn(run(rx, store, publisher, max_batch, stop));
         (Journal { tx }, task)
     }
 
@@ -60,10 +64,24 @@ async fn run(
     store: Arc<dyn Store>,
     publisher: Arc<dyn Publisher>,
     max_batch: usize,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut waiting = Vec::with_capacity(max_batch);
-    // recv_many waits for the first submission, then takes whatever else is already queued.
-    while rx.recv_many(&mut waiting, max_batch).await > 0 {
+    let mut closing = false;
+    loop {
+        // recv_many waits for the first submission, then takes whatever else is already
+        // queued. Once closed, it still hands out what was queued, then returns 0.
+        let received = tokio::select! {
+            n = rx.recv_many(&mut waiting, max_batch) => n,
+            _ = stop.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                rx.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let (entries, replies): (Vec<_>, Vec<_>) =
             waiting.drain(..).map(|s| (s.entry, s.reply)).unzip();
         let count = entries.len();

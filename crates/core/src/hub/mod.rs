@@ -60,6 +60,11 @@ pub struct HubConfig {
     pub journal_batch: usize,
     /// Most durable events replayed to a session when it attaches.
     pub max_replay: usize,
+    /// Whether anyone may create an account for themselves (off by default: accounts are made
+    /// by the CLI or by an administrator).
+    pub open_registration: bool,
+    /// Accounts allowed to use the administration API.
+    pub admins: Vec<Address>,
 }
 
 impl Default for HubConfig {
@@ -79,6 +84,8 @@ impl Default for HubConfig {
             max_group_members: 1000,
             journal_batch: 512,
             max_replay: 10_000,
+            open_registration: false,
+            admins: Vec::new(),
         }
     }
 }
@@ -157,6 +164,7 @@ pub struct Hub {
 pub struct HubTasks {
     journal: JoinHandle<()>,
     reaper: JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Hub {
@@ -191,11 +199,13 @@ impl Hub {
         let sink: Arc<dyn DeliverySink> = inner.clone();
         bus.connect(Arc::downgrade(&sink));
         let publisher: Arc<dyn Publisher> = inner.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let (journal, journal_task) = Journal::start(
             store,
             publisher,
             inner.config.journal_batch * 4,
             inner.config.journal_batch,
+            stopped,
         );
         let _ = inner.journal.set(journal);
         let reaper = tokio::spawn(sessions::reap_expired(Arc::downgrade(&inner)));
@@ -204,6 +214,7 @@ impl Hub {
             HubTasks {
                 journal: journal_task,
                 reaper,
+                stop,
             },
         )
     }
@@ -249,14 +260,16 @@ impl HubInner {
 }
 
 impl HubTasks {
-    /// Stops the hub's background work after the lines have stopped: every submitted write is
-    /// committed and acknowledged before this returns.
+    /// Stops the hub after the lines have stopped accepting: clients still attached are
+    /// disconnected (their sessions stay stored, to be resumed after a restart), every
+    /// submitted write is committed and acknowledged, and the sessions' last request times are
+    /// recorded.
     pub async fn shutdown(self, hub: Hub) {
         self.reaper.abort();
-        sessions::persist_all(&hub.inner).await;
-        // Dropping the last journal sender lets the journal task finish what is queued.
-        drop(hub);
+        sessions::disconnect_all(&hub.inner);
+        let _ = self.stop.send(true);
         let _ = self.journal.await;
+        sessions::persist_all(&hub.inner).await;
     }
 }
 

@@ -773,6 +773,30 @@ pub(crate) async fn reap_expired(hub: Weak<HubInner>) {
     }
 }
 
+/// Detaches every client at shutdown without ending its session: their streams end (a
+/// WebSocket closes with "resume"), the stored session stays for a resume after the restart.
+pub(crate) fn disconnect_all(inner: &Arc<HubInner>) {
+    let slots: Vec<Arc<SessionSlot>> = inner
+        .sessions
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let now = now_millis();
+    for slot in slots {
+        let parked = {
+            let mut st = slot.lock();
+            if st.sink.is_some() {
+                st.last_seen = now;
+            }
+            st.sink = None;
+            st.parked.take()
+        };
+        drop(parked);
+    }
+}
+
 /// Writes every session's last request time and position, for a clean shutdown.
 pub(crate) async fn persist_all(inner: &Arc<HubInner>) {
     let now = now_millis();

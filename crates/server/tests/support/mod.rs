@@ -63,6 +63,21 @@ impl Server {
         server
     }
 
+    /// Starts a server on an existing data directory, which the caller keeps.
+    pub async fn start_on(dir: PathBuf) -> Server {
+        let port = free_port();
+        let mut server = Server {
+            child: None,
+            dir,
+            _temp: None,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            extra_env: Vec::new(),
+        };
+        server.spawn().await;
+        server
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(binary());
         cmd.env("SWITCHBOARD_DATA_DIR", &self.dir)
