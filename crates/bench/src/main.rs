@@ -188,7 +188,8 @@ async fn connect(base: &str, token: &str) -> Result<Socket> {
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    // Without TCP_NODELAY, Nagle and delayed ACKs add tens of milliseconds to small frames.
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
     // The first frame names the session.
     socket.next().await.context("no session frame")??;
     Ok(socket)
@@ -289,6 +290,7 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
             socket,
             conv,
             i,
+            i as f64 / pairs as f64,
             start,
             rate_per_sender.clone(),
             sent.clone(),
@@ -310,6 +312,12 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
             acked.load(Ordering::Relaxed),
             received.load(Ordering::Relaxed),
         );
+        let commits0 = server
+            .metric("switchboard_store_commit_seconds_count")
+            .await?;
+        let commit_time0 = server
+            .metric("switchboard_store_commit_seconds_sum")
+            .await?;
         step.lock().await.latencies.clear();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let (s1, a1, r1) = (
@@ -317,6 +325,14 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
             acked.load(Ordering::Relaxed),
             received.load(Ordering::Relaxed),
         );
+        let commits = server
+            .metric("switchboard_store_commit_seconds_count")
+            .await?
+            - commits0;
+        let commit_time = server
+            .metric("switchboard_store_commit_seconds_sum")
+            .await?
+            - commit_time0;
         let mut lat = std::mem::take(&mut step.lock().await.latencies);
         lat.sort_unstable();
         let pct = |q: f64| {
@@ -326,17 +342,19 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
                 / 1000.0
         };
         let secs = seconds as f64;
-        let _ = s1 - s0;
         println!(
-            "{:>10} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+            "{:>10} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>9.3}",
             rate,
             (a1 - a0) as f64 / secs,
             (r1 - r0) as f64 / secs,
             pct(0.5),
             pct(0.99),
-            lat.last().copied().unwrap_or(0) as f64 / 1000.0
+            lat.last().copied().unwrap_or(0) as f64 / 1000.0,
+            (a1 - a0) as f64 / commits.max(1.0),
+            commit_time * 1000.0 / commits.max(1.0),
         );
-        if ((r1 - r0) as f64) < 0.97 * rate as f64 * secs {
+        // Behind: the server delivered clearly less than was sent in the step.
+        if ((r1 - r0) as f64) < 0.97 * (s1 - s0) as f64 {
             println!("delivery fell behind the offered rate; stopping");
             break;
         }
@@ -345,10 +363,12 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send(
     socket: Socket,
     conversation: String,
     index: usize,
+    phase: f64,
     start: Instant,
     rate_milli: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
@@ -366,14 +386,22 @@ async fn send(
     });
     let mut n = 0u64;
     let mut next = tokio::time::Instant::now();
+    let mut paced = false;
     loop {
         let rate = rate_milli.load(Ordering::Relaxed);
         if rate == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            next = tokio::time::Instant::now();
+            paced = false;
             continue;
         }
-        next += Duration::from_micros(1_000_000_000 / rate);
+        let period = Duration::from_micros(1_000_000_000 / rate);
+        if !paced {
+            // Senders start spread over one period: in step they would all fire at once,
+            // a burst every period that measures queueing in the burst, not the server.
+            paced = true;
+            next = tokio::time::Instant::now() + period.mul_f64(phase);
+        }
+        next += period;
         tokio::time::sleep_until(next).await;
         n += 1;
         // The send time goes in the body: the receiver measures one-way latency from it.

@@ -14,6 +14,9 @@ use crate::model::{Event, SessionId, UserId};
 pub enum Recipients {
     /// Every session of these people, wherever they are.
     Users(Vec<UserId>),
+    /// Every session of these people except one: the session a message came from already
+    /// has it (its acknowledgement carries the message's number and position).
+    UsersExcept(Vec<UserId>, SessionId),
     /// One session.
     Session(SessionId),
 }

@@ -794,6 +794,20 @@ async fn openapi_document_and_metrics_are_served() {
         .await
         .unwrap();
     assert!(text.contains("switchboard_messages_in_total 1"), "{text}");
+    let _ws = bob.ws().await;
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(gauge("switchboard_connections") >= 1.0, "{text}");
+    assert!(gauge("switchboard_sessions") >= 1.0, "{text}");
     assert!(text.contains("switchboard_store_commit_seconds"), "{text}");
 }
 

@@ -234,7 +234,6 @@ async fn run_socket(
     mut stream: EventStream,
     ping_every: Duration,
 ) {
-    hub.metrics().connections.inc();
     let (mut tx, mut rx) = socket.split();
     let slot = stream.session().clone();
     let hello = json!({
@@ -253,7 +252,6 @@ async fn run_socket(
         .await
         .is_err()
     {
-        hub.metrics().connections.dec();
         return;
     }
     loop {
@@ -283,9 +281,10 @@ async fn run_socket(
                             Ok(Command::Send { conversation, client_id, body }) => {
                                 let hub = hub.clone();
                                 let principal = principal.clone();
+                                let origin = slot.clone();
                                 sends.push(async move {
                                     let result = hub
-                                        .send(&principal, ConversationId(conversation), &client_id, &body)
+                                        .send_from(&principal, Some(&origin), ConversationId(conversation), &client_id, &body)
                                         .await;
                                     match result {
                                         Ok(ack) => {
@@ -342,7 +341,6 @@ async fn run_socket(
     if let Some(frame) = close {
         let _ = tx.send(Message::Close(Some(frame))).await;
     }
-    hub.metrics().connections.dec();
     drop(stream);
 }
 

@@ -172,7 +172,11 @@ pub async fn serve(
     config: WebConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener::LimitedListener::new(listener, config.connections_per_ip);
+    let listener = listener::LimitedListener::new(
+        listener,
+        config.connections_per_ip,
+        hub.metrics().connections.clone(),
+    );
     let app = router(hub, config).into_make_service_with_connect_info::<listener::PeerAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

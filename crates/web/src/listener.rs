@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -19,14 +20,17 @@ pub struct LimitedListener {
     inner: TcpListener,
     per_ip: usize,
     counts: Arc<Counts>,
+    open: Gauge,
 }
 
 impl LimitedListener {
-    pub fn new(inner: TcpListener, per_ip: usize) -> LimitedListener {
+    /// `open` counts the connections currently open (the `connections` metric).
+    pub fn new(inner: TcpListener, per_ip: usize, open: Gauge) -> LimitedListener {
         LimitedListener {
             inner,
             per_ip,
             counts: Arc::default(),
+            open,
         }
     }
 }
@@ -36,10 +40,12 @@ pub struct CountedStream {
     stream: TcpStream,
     ip: IpAddr,
     counts: Arc<Counts>,
+    open: Gauge,
 }
 
 impl Drop for CountedStream {
     fn drop(&mut self) {
+        self.open.dec();
         let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = counts.get_mut(&self.ip) {
             *n -= 1;
@@ -76,11 +82,13 @@ impl axum::serve::Listener for LimitedListener {
                 *n += 1;
             }
             let _ = stream.set_nodelay(true);
+            self.open.inc();
             return (
                 CountedStream {
                     stream,
                     ip,
                     counts: self.counts.clone(),
+                    open: self.open.clone(),
                 },
                 addr,
             );

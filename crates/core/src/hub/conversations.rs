@@ -9,7 +9,7 @@ use crate::bus::{Delivery, Recipients};
 use crate::error::{HubError, HubResult};
 use crate::model::*;
 
-use super::{ConvInfo, Hub, Principal};
+use super::{ConvInfo, Hub, Principal, SessionSlot};
 
 /// The longest client-chosen message id accepted.
 const MAX_CLIENT_ID: usize = 128;
@@ -248,6 +248,20 @@ impl Hub {
         client_id: &str,
         body: &str,
     ) -> HubResult<SendAck> {
+        self.send_from(principal, None, id, client_id, body).await
+    }
+
+    /// Sends a message from a session. Every session of every member gets it, except the
+    /// origin, which gets the acknowledgement instead (it carries the same number and
+    /// position).
+    pub async fn send_from(
+        &self,
+        principal: &Principal,
+        origin: Option<&SessionSlot>,
+        id: ConversationId,
+        client_id: &str,
+        body: &str,
+    ) -> HubResult<SendAck> {
         if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
             return Err(HubError::InvalidInput(format!(
                 "the client id must have 1 to {MAX_CLIENT_ID} bytes"
@@ -304,15 +318,18 @@ impl Hub {
         let outcome = self
             .inner
             .journal()
-            .submit(JournalEntry::Message(NewMessage {
-                id: message_id,
-                conversation: id,
-                sender: principal.user,
-                sender_address: principal.address.clone(),
-                client_id: client_id.to_string(),
-                body: body.to_string(),
-                sent_at,
-            }))
+            .submit_from(
+                JournalEntry::Message(NewMessage {
+                    id: message_id,
+                    conversation: id,
+                    sender: principal.user,
+                    sender_address: principal.address.clone(),
+                    client_id: client_id.to_string(),
+                    body: body.to_string(),
+                    sent_at,
+                }),
+                origin.map(|s| s.id.clone()),
+            )
             .await?;
         let JournalOutcome::Message(appended) = outcome else {
             return Err(HubError::Store(crate::store::StoreError::Corrupt(

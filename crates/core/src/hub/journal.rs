@@ -12,18 +12,20 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{HubError, HubResult};
-use crate::model::{JournalEntry, JournalOutcome};
+use crate::model::{JournalEntry, JournalOutcome, SessionId};
 use crate::store::{Store, StoreResult};
 
 pub(crate) struct Submission {
     pub entry: JournalEntry,
+    /// The session the entry came from, if any: it is not sent its own message back.
+    pub origin: Option<SessionId>,
     pub reply: oneshot::Sender<HubResult<JournalOutcome>>,
 }
 
 /// Called by the journal task for each committed outcome, in commit order, before the
 /// submitter is acknowledged.
 pub(crate) trait Publisher: Send + Sync + 'static {
-    fn publish(&self, outcome: &JournalOutcome);
+    fn publish(&self, outcome: &JournalOutcome, origin: Option<SessionId>);
     fn committed(&self, entries: usize, seconds: f64);
 }
 
@@ -50,9 +52,22 @@ impl Journal {
 
     /// Submits an entry and waits until it is committed (or refused).
     pub async fn submit(&self, entry: JournalEntry) -> HubResult<JournalOutcome> {
+        self.submit_from(entry, None).await
+    }
+
+    /// Submits an entry that came from a session.
+    pub async fn submit_from(
+        &self,
+        entry: JournalEntry,
+        origin: Option<SessionId>,
+    ) -> HubResult<JournalOutcome> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Submission { entry, reply })
+            .send(Submission {
+                entry,
+                origin,
+                reply,
+            })
             .await
             .map_err(|_| HubError::ShuttingDown)?;
         answer.await.map_err(|_| HubError::ShuttingDown)?
@@ -82,17 +97,19 @@ async fn run(
         if received == 0 {
             break;
         }
-        let (entries, replies): (Vec<_>, Vec<_>) =
-            waiting.drain(..).map(|s| (s.entry, s.reply)).unzip();
+        let (entries, replies): (Vec<_>, Vec<_>) = waiting
+            .drain(..)
+            .map(|s| (s.entry, (s.origin, s.reply)))
+            .unzip();
         let count = entries.len();
         let started = Instant::now();
         let result: StoreResult<Vec<StoreResult<JournalOutcome>>> = store.append(entries).await;
         publisher.committed(count, started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
-                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                for (outcome, (origin, reply)) in outcomes.into_iter().zip(replies) {
                     if let Ok(outcome) = &outcome {
-                        publisher.publish(outcome);
+                        publisher.publish(outcome, origin);
                     }
                     let _ = reply.send(outcome.map_err(HubError::from));
                 }
@@ -100,7 +117,7 @@ async fn run(
             Err(e) => {
                 tracing::error!(error = %e, "journal batch failed; nothing in it was acknowledged");
                 let text = e.to_string();
-                for reply in replies {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(HubError::Store(
                         crate::store::StoreError::Unavailable(text.clone()),
                     )));

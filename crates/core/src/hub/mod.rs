@@ -283,7 +283,7 @@ impl DeliverySink for HubInner {
 }
 
 impl Publisher for HubInner {
-    fn publish(&self, outcome: &JournalOutcome) {
+    fn publish(&self, outcome: &JournalOutcome, origin: Option<SessionId>) {
         match outcome {
             JournalOutcome::Message(appended) if !appended.duplicate => {
                 let message = Arc::new(appended.message.clone());
@@ -294,8 +294,12 @@ impl Publisher for HubInner {
                     .get(&message.conversation)
                     .map(|c| c.member_ids());
                 if let Some(users) = members {
+                    let to = match origin {
+                        Some(session) => Recipients::UsersExcept(users, session),
+                        None => Recipients::Users(users),
+                    };
                     self.bus.send(Delivery::Event {
-                        to: Recipients::Users(users),
+                        to,
                         event: Event::Message(message),
                     });
                 }

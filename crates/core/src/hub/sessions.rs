@@ -594,15 +594,9 @@ impl HubInner {
     /// off: it resumes later from the store rather than being buffered without limit.
     pub(crate) fn deliver_local(&self, to: &Recipients, event: &Event) {
         match to {
-            Recipients::Users(users) => {
-                for user in users {
-                    if let Some(person) = self.person(*user) {
-                        let p = person.lock().unwrap_or_else(|e| e.into_inner());
-                        for slot in &p.sessions {
-                            self.push(slot, event);
-                        }
-                    }
-                }
+            Recipients::Users(users) => self.push_to_users(users, None, event),
+            Recipients::UsersExcept(users, except) => {
+                self.push_to_users(users, Some(except), event)
             }
             Recipients::Session(id) => {
                 let slot = self
@@ -613,6 +607,17 @@ impl HubInner {
                     .cloned();
                 if let Some(slot) = slot {
                     self.push(&slot, event);
+                }
+            }
+        }
+    }
+
+    fn push_to_users(&self, users: &[UserId], except: Option<&SessionId>, event: &Event) {
+        for user in users {
+            if let Some(person) = self.person(*user) {
+                let p = person.lock().unwrap_or_else(|e| e.into_inner());
+                for slot in p.sessions.iter().filter(|s| Some(&s.id) != except) {
+                    self.push(slot, event);
                 }
             }
         }
@@ -636,7 +641,7 @@ impl HubInner {
 
     pub(crate) fn end_local(&self, to: &Recipients, login: Option<&str>) {
         let slots: Vec<Arc<SessionSlot>> = match to {
-            Recipients::Users(users) => users
+            Recipients::Users(users) | Recipients::UsersExcept(users, _) => users
                 .iter()
                 .filter_map(|u| self.person(*u))
                 .flat_map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).sessions.clone())
@@ -762,8 +767,17 @@ pub(crate) async fn reap_expired(hub: Weak<HubInner>) {
             tracing::debug!(session = %slot.id, "session expired");
             inner.end_session(&slot);
         }
-        for (id, seen, acked) in to_persist {
-            if let Err(e) = inner.store.touch_session(&id, seen, acked).await {
+        // Submitted together, the store's writer commits them in one transaction instead of
+        // one commit each (which would hold up message commits meanwhile).
+        let touches: Vec<_> = to_persist
+            .into_iter()
+            .map(|(id, seen, acked)| {
+                let store = inner.store.clone();
+                tokio::spawn(async move { store.touch_session(&id, seen, acked).await })
+            })
+            .collect();
+        for touch in touches {
+            if let Ok(Err(e)) = touch.await {
                 tracing::warn!(error = %e, "could not record a session's last request");
             }
         }

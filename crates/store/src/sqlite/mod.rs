@@ -55,7 +55,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 const STATEMENT_CACHE: usize = 96;
 
 /// See `configure_writer`.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 50_000;
+
+/// How often the background checkpointer copies the write-ahead log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The internal error of this backend: SQL errors and store errors travel through the same
 /// `?` and become a [`StoreError`] at the edge.
@@ -169,6 +172,8 @@ impl Drop for Borrowed<'_> {
 /// the writes already sent are committed.
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
+    /// Dropping it stops the checkpointer thread.
+    _checkpointer: mpsc::Sender<()>,
     readers: Arc<ReadPool>,
     /// The highest committed position, published by the writer after each commit.
     committed_pos: Arc<AtomicI64>,
@@ -209,10 +214,11 @@ fn configure_writer(conn: &Connection, options: &SqliteOptions) -> R<()> {
     // in memory (negative means KiB).
     conn.pragma_update(None, "cache_size", -32_000)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Checkpoints copy each page changed since the last one back into the database file, once
-    // however often it changed. The hot pages (the ends of the message indexes) change in
-    // nearly every commit, so checkpointing every 10,000 WAL pages (about 40 MB) instead of
-    // SQLite's 1,000 writes them far fewer times per message.
+    // Checkpoints copy the log back into the database file and sync it; done by the writer
+    // they would stall every commit behind them for tens of milliseconds. A background thread
+    // does them instead (see `checkpointer`); the writer only checkpoints itself when the log
+    // has grown very large (about 200 MB), as a safety net if the background thread falls
+    // behind.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     // After a burst the log may have grown far beyond that; it is cut back once checkpointed.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -259,6 +265,25 @@ fn migrate(conn: &mut Connection) -> R<()> {
     Ok(())
 }
 
+/// Starts the thread that checkpoints the write-ahead log in the background, off the writer's
+/// path. A PASSIVE checkpoint never blocks the writer or the readers; it copies what it can.
+fn checkpointer(path: &Path) -> R<mpsc::Sender<()>> {
+    let conn = open_connection(path)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "background checkpoint failed");
+                }
+            }
+        })
+        .map_err(|e| unavailable(format!("cannot start the SQLite checkpoint thread: {e}")))?;
+    Ok(stop)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and starts
     /// the writer thread. Blocking: call it at startup or inside `spawn_blocking`.
@@ -295,9 +320,11 @@ impl SqliteStore {
 
         let writer = writer::spawn(conn, state, committed_pos.clone())
             .map_err(|e| unavailable(format!("cannot start the SQLite writer thread: {e}")))?;
+        let checkpointer = checkpointer(path)?;
         tracing::info!(path = %path.display(), readers = count, "SQLite store open");
         Ok(SqliteStore {
             writer,
+            _checkpointer: checkpointer,
             readers,
             committed_pos,
         })
