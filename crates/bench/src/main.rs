@@ -35,9 +35,9 @@ struct Cli {
     /// The server binary to benchmark.
     #[arg(long, default_value = "target/release/switchboard")]
     server: PathBuf,
-    /// The CPU the server is pinned to (with taskset).
-    #[arg(long, default_value_t = 0)]
-    server_cpu: usize,
+    /// The CPUs the server is pinned to (a taskset list: `0`, or `0,1` to diagnose).
+    #[arg(long, default_value = "0")]
+    server_cpu: String,
     #[command(subcommand)]
     command: Bench,
 }
@@ -112,7 +112,7 @@ impl Server {
             .port();
         let child = Command::new("taskset")
             .arg("-c")
-            .arg(cli.server_cpu.to_string())
+            .arg(&cli.server_cpu)
             .arg(&cli.server)
             .arg("serve")
             .env("SWITCHBOARD_DATA_DIR", dir)
@@ -297,6 +297,24 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
             acked.clone(),
         ));
     }
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        // Reports stalls of this process itself, to tell them from the server's.
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let gap = last.elapsed();
+                if gap > Duration::from_millis(20) {
+                    eprintln!(
+                        "generator stalled {} ms at {} ms",
+                        gap.as_millis(),
+                        now_us(start) / 1000
+                    );
+                }
+                last = Instant::now();
+            }
+        });
+    }
     println!(
         "pairs: {pairs}; message body: 100 bytes; history on (SQLite, WAL); step: {seconds} s"
     );
@@ -442,6 +460,9 @@ async fn receive(socket: Socket, start: Instant, step: Arc<Mutex<Step>>, receive
             continue;
         };
         let latency = now_us(start).saturating_sub(sent_us);
+        if std::env::var_os("BENCH_TRACE").is_some() && latency > 20_000 {
+            eprintln!("slow {} ms at {} ms", latency / 1000, now_us(start) / 1000);
+        }
         step.lock()
             .await
             .latencies

@@ -832,3 +832,94 @@ async fn removing_a_user_while_the_server_runs_cuts_their_sessions() {
     let (s, _) = alice.get("/api/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn limits_are_enforced_with_clear_errors() {
+    let server = Server::start_with(&[
+        ("SWITCHBOARD_LIMITS_MESSAGES_PER_SECOND", "1"),
+        ("SWITCHBOARD_LIMITS_MESSAGE_BURST", "3"),
+        ("SWITCHBOARD_HTTP_MAX_BODY_BYTES", "2048"),
+        ("SWITCHBOARD_LIMITS_MAX_MESSAGE_BYTES", "1024"),
+        ("SWITCHBOARD_HTTP_CONNECTIONS_PER_IP", "4"),
+    ])
+    .await;
+    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
+        .ok()
+        .unwrap();
+    alice.befriend(&bob).await;
+    let direct = alice.direct(&bob).await;
+
+    // Messages per second per account: a burst of three, then a clear refusal.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let (s, e) = alice.send(&direct, &format!("r{i}"), "hi").await;
+        statuses.push((s, e["error"]["code"].clone()));
+    }
+    assert_eq!(statuses[2].0, StatusCode::CREATED);
+    assert_eq!(
+        statuses[3],
+        (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited"))
+    );
+
+    // Request body size.
+    let (s, e) = bob.send(&direct, "big", &"x".repeat(4096)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+    assert_eq!(e["error"]["code"], "too_large");
+
+    // Connections per client address: the fifth open connection is answered 429.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let r = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 4"),
+        "{e}"
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_persons_other_sessions_see_what_they_sent() {
+    let server = Server::start().await;
+    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
+        .ok()
+        .unwrap();
+    alice.befriend(&bob).await;
+    let direct = alice.direct(&bob).await;
+    let mut phone = alice.ws().await;
+    let mut laptop = alice.ws().await;
+    phone
+        .command(json!({"type": "send", "conversation": direct, "client_id": "p1", "body": "from my phone"}))
+        .await;
+    let ack = phone.expect("the ack", |v| v["type"] == "sent").await;
+    let copy = laptop
+        .expect("the copy on the laptop", |v| v["type"] == "message")
+        .await;
+    assert_eq!(copy["body"], "from my phone");
+    assert_eq!(
+        copy["position"], ack["position"],
+        "the ack carries the message's position"
+    );
+    let frames = phone.drain(QUIET).await;
+    assert!(
+        !frames.iter().any(|v| v["type"] == "message"),
+        "the sending session gets the ack, not an echo: {frames:?}"
+    );
+}

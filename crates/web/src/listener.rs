@@ -35,6 +35,24 @@ impl LimitedListener {
     }
 }
 
+/// Answers a connection over the per-address limit with an HTTP error that says so, then
+/// closes it, rather than dropping it without a word.
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        "{{\"error\":{{\"code\":\"rate_limited\",\"message\":\"too many connections from your address (the limit is {limit})\"}}}}"
+    );
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// A connection that gives its slot back when it closes.
 pub struct CountedStream {
     stream: TcpStream,
@@ -77,6 +95,7 @@ impl axum::serve::Listener for LimitedListener {
                 let n = counts.entry(ip).or_insert(0);
                 if self.per_ip > 0 && *n >= self.per_ip {
                     tracing::debug!(%ip, "connection refused: too many from this address");
+                    tokio::spawn(refuse(stream, self.per_ip));
                     continue;
                 }
                 *n += 1;
