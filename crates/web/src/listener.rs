@@ -38,7 +38,7 @@ impl LimitedListener {
 /// Answers a connection over the per-address limit with an HTTP error that says so, then
 /// closes it, rather than dropping it without a word.
 async fn refuse(mut stream: TcpStream, limit: usize) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = format!(
         "{{\"error\":{{\"code\":\"rate_limited\",\"message\":\"too many connections from your address (the limit is {limit})\"}}}}"
     );
@@ -46,7 +46,17 @@ async fn refuse(mut stream: TcpStream, limit: usize) {
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        // Read the request head first: an HTTP client that gets an answer before it has sent
+        // its request takes it for a broken server, not for a refusal.
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
         let _ = stream.write_all(response.as_bytes()).await;
         let _ = stream.shutdown().await;
     })

@@ -181,32 +181,39 @@ impl Hub {
     /// Blocks an address: it gets nothing from the principal (no presence, no messages, no
     /// requests), on every line.
     pub async fn block(&self, principal: &Principal, peer: &Address) -> HubResult<()> {
-        self.inner
-            .journal()
-            .submit(JournalEntry::Changes {
-                changes: vec![Change::Block {
-                    owner: principal.user,
-                    peer: peer.clone(),
-                }],
-                events: vec![],
-            })
-            .await?;
-        self.block_changed(principal.user, peer, true);
-        Ok(())
+        self.set_blocked(principal, peer, true).await
     }
 
     pub async fn unblock(&self, principal: &Principal, peer: &Address) -> HubResult<()> {
+        self.set_blocked(principal, peer, false).await
+    }
+
+    async fn set_blocked(
+        &self,
+        principal: &Principal,
+        peer: &Address,
+        blocked: bool,
+    ) -> HubResult<()> {
+        let (owner, peer_text) = (principal.user, peer.clone());
+        let change = if blocked {
+            Change::Block {
+                owner,
+                peer: peer_text,
+            }
+        } else {
+            Change::Unblock {
+                owner,
+                peer: peer_text,
+            }
+        };
         self.inner
             .journal()
             .submit(JournalEntry::Changes {
-                changes: vec![Change::Unblock {
-                    owner: principal.user,
-                    peer: peer.clone(),
-                }],
+                changes: vec![change],
                 events: vec![],
             })
             .await?;
-        self.block_changed(principal.user, peer, false);
+        self.block_changed(principal.user, peer, blocked);
         Ok(())
     }
 

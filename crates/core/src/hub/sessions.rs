@@ -694,6 +694,16 @@ impl HubInner {
         });
     }
 
+    /// A snapshot of every session held on this node.
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<SessionSlot>> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn send_receipt(
         &self,
         conversation: ConversationId,
@@ -739,13 +749,7 @@ pub(crate) async fn reap_expired(hub: Weak<HubInner>) {
         ticker.tick().await;
         let Some(inner) = hub.upgrade() else { return };
         let now = now_millis();
-        let slots: Vec<Arc<SessionSlot>> = inner
-            .sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let slots = inner.all_sessions();
         let mut expired = Vec::new();
         let mut to_persist = Vec::new();
         for slot in slots {
@@ -790,13 +794,7 @@ pub(crate) async fn reap_expired(hub: Weak<HubInner>) {
 /// Detaches every client at shutdown without ending its session: their streams end (a
 /// WebSocket closes with "resume"), the stored session stays for a resume after the restart.
 pub(crate) fn disconnect_all(inner: &Arc<HubInner>) {
-    let slots: Vec<Arc<SessionSlot>> = inner
-        .sessions
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let slots = inner.all_sessions();
     let now = now_millis();
     for slot in slots {
         let parked = {
@@ -814,13 +812,7 @@ pub(crate) fn disconnect_all(inner: &Arc<HubInner>) {
 /// Writes every session's last request time and position, for a clean shutdown.
 pub(crate) async fn persist_all(inner: &Arc<HubInner>) {
     let now = now_millis();
-    let slots: Vec<Arc<SessionSlot>> = inner
-        .sessions
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let slots = inner.all_sessions();
     for slot in slots {
         let (seen, acked) = {
             let st = slot.lock();
