@@ -196,8 +196,6 @@ pub async fn websocket(
 }
 
 /// A command from a WebSocket client.
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Command {
     /// The client has every durable event up to `position`.
     Ack {
@@ -221,6 +219,65 @@ enum Command {
         state: Typing,
     },
     Ping,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum CommandKind {
+    Ack,
+    Send,
+    Presence,
+    Read,
+    Typing,
+    Ping,
+}
+
+/// The wire form of a command: one flat object. Parsed as a plain struct rather than a
+/// serde-tagged enum, which would first buffer every field into an intermediate tree; this
+/// runs once per message sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    #[serde(rename = "type")]
+    kind: CommandKind,
+    position: Option<i64>,
+    conversation: Option<Uuid>,
+    client_id: Option<String>,
+    body: Option<String>,
+    show: Option<Availability>,
+    status: Option<String>,
+    upto: Option<i64>,
+    state: Option<Typing>,
+}
+
+impl Command {
+    fn parse(text: &str) -> Result<Command, String> {
+        let raw: RawCommand = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let need = |field: &str| format!("this command needs \"{field}\"");
+        Ok(match raw.kind {
+            CommandKind::Ack => Command::Ack {
+                position: raw.position.ok_or_else(|| need("position"))?,
+            },
+            CommandKind::Send => Command::Send {
+                conversation: raw.conversation.ok_or_else(|| need("conversation"))?,
+                client_id: raw.client_id.ok_or_else(|| need("client_id"))?,
+                body: raw.body.ok_or_else(|| need("body"))?,
+            },
+            CommandKind::Presence => Command::Presence {
+                show: raw.show.ok_or_else(|| need("show"))?,
+                status: raw.status,
+            },
+            CommandKind::Read => Command::Read {
+                conversation: raw.conversation.ok_or_else(|| need("conversation"))?,
+                upto: raw.upto.ok_or_else(|| need("upto"))?,
+            },
+            CommandKind::Typing => Command::Typing {
+                conversation: raw.conversation.ok_or_else(|| need("conversation"))?,
+                state: raw.state.ok_or_else(|| need("state"))?,
+            },
+            CommandKind::Ping => Command::Ping,
+        })
+    }
 }
 
 fn error_frame(e: &ApiError, reference: Option<&str>) -> Value {
@@ -258,7 +315,7 @@ async fn run_socket(
         tokio::select! {
             event = stream.next() => match event {
                 Some(event) => {
-                    let text = views::event(&event).to_string();
+                    let text = views::event_text(&event);
                     if tx.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
@@ -277,7 +334,7 @@ async fn run_socket(
                 awaiting_pong = false;
                 match frame {
                     Message::Text(text) => {
-                        match serde_json::from_str::<Command>(&text) {
+                        match Command::parse(&text) {
                             Ok(Command::Send { conversation, client_id, body }) => {
                                 let hub = hub.clone();
                                 let principal = principal.clone();
@@ -287,13 +344,8 @@ async fn run_socket(
                                         .send_from(&principal, Some(&origin), ConversationId(conversation), &client_id, &body)
                                         .await;
                                     match result {
-                                        Ok(ack) => {
-                                            let mut v = views::ack(&ack);
-                                            v["type"] = json!("sent");
-                                            v["ref"] = json!(client_id);
-                                            v
-                                        }
-                                        Err(e) => error_frame(&e.into(), Some(&client_id)),
+                                        Ok(ack) => views::sent_text(&ack, &client_id),
+                                        Err(e) => error_frame(&e.into(), Some(&client_id)).to_string(),
                                     }
                                 });
                             }
@@ -317,7 +369,7 @@ async fn run_socket(
                 }
             },
             Some(reply) = sends.next(), if !sends.is_empty() => {
-                if tx.send(Message::Text(reply.to_string().into())).await.is_err() {
+                if tx.send(Message::Text(reply.into())).await.is_err() {
                     break;
                 }
             },
@@ -336,7 +388,7 @@ async fn run_socket(
     // Sends already submitted finish (their messages are stored either way); their replies
     // are written if the socket still takes them.
     while let Some(reply) = sends.next().await {
-        let _ = tx.send(Message::Text(reply.to_string().into())).await;
+        let _ = tx.send(Message::Text(reply.into())).await;
     }
     if let Some(frame) = close {
         let _ = tx.send(Message::Close(Some(frame))).await;
@@ -372,4 +424,32 @@ async fn handle(
         Command::Send { .. } => return None,
     };
     result.err().map(|e| error_frame(&e.into(), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_what_is_wrong() {
+        let c = Command::parse(
+            r#"{"type":"send","conversation":"6d1c5a3e-9b2f-4c1e-8f7a-2b3c4d5e6f70","client_id":"a","body":"hi"}"#,
+        );
+        assert!(matches!(c, Ok(Command::Send { ref body, .. }) if body == "hi"));
+        assert!(matches!(
+            Command::parse(r#"{"type":"ack","position":7}"#),
+            Ok(Command::Ack { position: 7 })
+        ));
+        let missing = Command::parse(r#"{"type":"send","client_id":"a","body":"hi"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(missing, "this command needs \"conversation\"");
+        let unknown = Command::parse(r#"{"type":"dance"}"#).err().unwrap();
+        assert!(unknown.contains("dance"), "{unknown}");
+        let extra = Command::parse(r#"{"type":"ping","colour":"red"}"#)
+            .err()
+            .unwrap();
+        assert!(extra.contains("colour"), "{extra}");
+        assert!(Command::parse("not json").is_err());
+    }
 }

@@ -94,6 +94,74 @@ pub fn login(l: &LoginRecord) -> Value {
     })
 }
 
+/// A message event, serialized straight from borrowed fields: this is the hot path (every
+/// message to every connected recipient), where building a `Value` map first costs an
+/// allocation per field.
+#[derive(serde::Serialize)]
+struct MessageFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a MessageId,
+    conversation: &'a ConversationId,
+    seq: Seq,
+    position: Pos,
+    from: &'a str,
+    client_id: &'a str,
+    body: &'a str,
+    sent_at: Millis,
+}
+
+/// The acknowledgement frame a WebSocket sender gets (`ref` is its client id).
+#[derive(serde::Serialize)]
+struct SentFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref")]
+    reference: &'a str,
+    id: &'a MessageId,
+    conversation: &'a ConversationId,
+    seq: Option<Seq>,
+    position: Option<Pos>,
+    sent_at: Millis,
+    stored: bool,
+    duplicate: bool,
+}
+
+/// An event as JSON text, for the WebSocket.
+pub fn event_text(e: &Event) -> String {
+    match e {
+        Event::Message(m) => serde_json::to_string(&MessageFrame {
+            kind: "message",
+            id: &m.id,
+            conversation: &m.conversation,
+            seq: m.seq,
+            position: m.pos,
+            from: m.sender.as_str(),
+            client_id: &m.client_id,
+            body: &m.body,
+            sent_at: m.sent_at,
+        })
+        .unwrap_or_default(),
+        other => event(other).to_string(),
+    }
+}
+
+/// The acknowledgement of a message sent over the WebSocket, as JSON text.
+pub fn sent_text(a: &SendAck, reference: &str) -> String {
+    serde_json::to_string(&SentFrame {
+        kind: "sent",
+        reference,
+        id: &a.id,
+        conversation: &a.conversation,
+        seq: a.seq,
+        position: a.pos,
+        sent_at: a.sent_at,
+        stored: a.stored,
+        duplicate: a.duplicate,
+    })
+    .unwrap_or_default()
+}
+
 /// An event as it travels over the WebSocket and long-poll. Durable events carry their
 /// `position`, which is what a client resumes after.
 pub fn event(e: &Event) -> Value {
