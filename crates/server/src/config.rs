@@ -152,6 +152,9 @@ pub struct SessionsConfig {
     /// resumes from the store).
     #[serde(deserialize_with = "de::at_least_one")]
     pub queue: usize,
+    /// Most sessions one person may hold open at once.
+    #[serde(deserialize_with = "de::at_least_one")]
+    pub max_per_user: usize,
     /// Most durable events replayed to a session when it attaches.
     #[serde(deserialize_with = "de::at_least_one")]
     pub max_replay: usize,
@@ -277,6 +280,7 @@ impl Default for SessionsConfig {
         SessionsConfig {
             timeout: hub.session_timeout,
             queue: hub.session_queue,
+            max_per_user: hub.max_sessions_per_user,
             max_replay: hub.max_replay,
         }
     }
@@ -519,6 +523,7 @@ impl Config {
             realms: self.realms.clone(),
             session_timeout: self.sessions.timeout,
             session_queue: self.sessions.queue,
+            max_sessions_per_user: self.sessions.max_per_user,
             max_message_bytes: self.limits.max_message_bytes,
             messages_per_second: self.limits.messages_per_second,
             message_burst: self.limits.message_burst,

@@ -841,6 +841,7 @@ async fn limits_are_enforced_with_clear_errors() {
         ("SWITCHBOARD_HTTP_MAX_BODY_BYTES", "2048"),
         ("SWITCHBOARD_LIMITS_MAX_MESSAGE_BYTES", "1024"),
         ("SWITCHBOARD_HTTP_CONNECTIONS_PER_IP", "4"),
+        ("SWITCHBOARD_SESSIONS_MAX_PER_USER", "2"),
     ])
     .await;
     let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
@@ -859,6 +860,21 @@ async fn limits_are_enforced_with_clear_errors() {
     assert_eq!(
         statuses[3],
         (StatusCode::TOO_MANY_REQUESTS, json!("rate_limited"))
+    );
+
+    // Sessions per person.
+    for _ in 0..2 {
+        let (s, _) = bob.post("/api/v1/sessions", json!({})).await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let (s, e) = bob.post("/api/v1/sessions", json!({})).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 2"),
+        "{e}"
     );
 
     // Request body size.

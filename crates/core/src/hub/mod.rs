@@ -41,6 +41,8 @@ pub struct HubConfig {
     pub session_timeout: Duration,
     /// Events queued for one attached session before it is cut off as too slow.
     pub session_queue: usize,
+    /// Most sessions one person may hold open at once (on this node).
+    pub max_sessions_per_user: usize,
     /// Largest message body, in bytes.
     pub max_message_bytes: usize,
     /// Messages per second per account (0 = unlimited), with bursts of `message_burst`.
@@ -74,6 +76,7 @@ impl Default for HubConfig {
             realms: vec![Realm::parse("localhost").expect("localhost is a valid realm")],
             session_timeout: Duration::from_secs(300),
             session_queue: 1024,
+            max_sessions_per_user: 100,
             max_message_bytes: 64 * 1024,
             messages_per_second: 50.0,
             message_burst: 200.0,

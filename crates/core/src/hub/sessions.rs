@@ -271,6 +271,20 @@ impl Hub {
     /// Opens a new session for a logged-in client. It starts with the messages waiting in the
     /// message cache (past the person's delivery cursors) and their contacts' presence.
     pub async fn open_session(&self, principal: &Principal) -> HubResult<EventStream> {
+        let limit = self.inner.config.max_sessions_per_user;
+        if let Some(person) = self.inner.person(principal.user)
+            && person
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sessions
+                .len()
+                >= limit
+        {
+            return Err(HubError::RateLimited(format!(
+                "too many sessions are open for this account (the limit is {limit}); \
+                 end some or resume one instead of opening another"
+            )));
+        }
         let now = now_millis();
         let record = SessionRecord {
             id: SessionId(credentials::new_token()),
