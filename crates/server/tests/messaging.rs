@@ -939,3 +939,62 @@ async fn a_persons_other_sessions_see_what_they_sent() {
         "the sending session gets the ack, not an echo: {frames:?}"
     );
 }
+
+#[tokio::test]
+async fn long_poll_repeats_what_a_lost_answer_carried() {
+    let server = Server::start().await;
+    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
+        .ok()
+        .unwrap();
+    alice.befriend(&bob).await;
+    let direct = alice.direct(&bob).await;
+    let (_, session) = alice.post("/api/v1/sessions", json!({})).await;
+    let session = session["session"].as_str().unwrap().to_string();
+    bob.send(&direct, "m1", "first").await;
+
+    let poll = |after: i64| {
+        let path = format!("/api/v1/sessions/{session}/events?after={after}&timeout=1");
+        let alice = &alice;
+        async move { alice.get(&path).await.1 }
+    };
+    let messages = |page: &Value| -> Vec<String> {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "message")
+            .map(|e| e["body"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = poll(0).await;
+    assert_eq!(messages(&first), ["first"]);
+    // The answer is lost on its way: the client asks again from where it was.
+    let again = poll(0).await;
+    assert_eq!(messages(&again), ["first"], "the lost message comes again");
+    let position = again["position"].as_i64().unwrap();
+    bob.send(&direct, "m2", "second").await;
+    let next = poll(position).await;
+    assert_eq!(
+        messages(&next),
+        ["second"],
+        "nothing doubled once acknowledged"
+    );
+
+    // The session records when its client was last seen.
+    let (_, sessions) = alice.get("/api/v1/sessions").await;
+    let entry = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == session.as_str())
+        .expect("the long-poll session is listed")
+        .clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        now - entry["last_seen"].as_i64().unwrap() < 10_000,
+        "{entry}"
+    );
+}
