@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod extract;
 mod listener;
+mod thin;
 mod views;
 
 use std::future::Future;
@@ -130,6 +131,7 @@ pub fn router(hub: Hub, config: WebConfig) -> Router {
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(thin::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
