@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod extract;
 mod listener;
+mod messenger;
 mod thin;
 mod views;
 
@@ -132,6 +133,7 @@ pub fn router(hub: Hub, config: WebConfig) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .merge(thin::routes())
+        .merge(messenger::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
