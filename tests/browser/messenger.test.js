@@ -90,7 +90,7 @@ before(async () => {
     const res = await fetch(`${base}/healthz`).catch(() => null);
     return res && res.ok;
   });
-  for (const name of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']) addUser(name);
+  for (const name of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank']) addUser(name);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -382,4 +382,45 @@ test('after a network drop the WebSocket resumes its session without losing or r
   assert.deepEqual(frank.errors, []);
   await erin.context.close();
   await frank.context.close();
+});
+
+test('a messenger user and a /lite user talk to each other', async () => {
+  const gina = await signedIn('gina');
+  // Hank uses the no-JavaScript client, in a context with JavaScript turned off.
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const hank = await context.newPage();
+  await hank.goto(`${base}/lite`);
+  await hank.locator('#user').fill('hank');
+  await hank.locator('#password').fill(PASSWORD);
+  await hank.getByRole('button', { name: 'Sign in' }).click();
+  await hank.getByText('hank@localhost').first().waitFor({ state: 'visible', timeout: TIMEOUT });
+
+  // Gina asks for Hank as a contact; Hank accepts on /lite.
+  await gina.page.locator('#add-address').fill('hank');
+  await gina.page.getByRole('button', { name: 'Add', exact: true }).click();
+  await until('the request on /lite', async () => {
+    await hank.reload();
+    return (await hank.getByRole('button', { name: 'Accept' }).count()) > 0;
+  });
+  await hank.getByRole('button', { name: 'Accept' }).first().click();
+  await contactRow(gina.page, 'hank@localhost').locator('.pending').waitFor({ state: 'detached', timeout: TIMEOUT });
+
+  // Hank writes from /lite; Gina reads it in the messenger.
+  await hank.locator('#open').fill('gina');
+  await hank.getByRole('button', { name: 'Open' }).click();
+  await hank.locator('#body').fill('hello from a page without JavaScript');
+  await hank.getByRole('button', { name: 'Send' }).click();
+  await expectText(convItem(gina.page, 'hank@localhost').locator('.unread'), /^1$/, "gina's unread from hank");
+  await convItem(gina.page, 'hank@localhost').locator('button').click();
+  await expectMessage(gina.page, 'hello from a page without JavaScript', 'hank@localhost');
+
+  // Gina answers; Hank sees it when his page loads again.
+  await sendMessage(gina.page, 'hello from the messenger');
+  await until('the answer on /lite', async () => {
+    await hank.reload();
+    return (await hank.getByText('hello from the messenger').count()) > 0;
+  });
+  assert.deepEqual(gina.errors, []);
+  await context.close();
+  await gina.context.close();
 });

@@ -153,7 +153,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Headers every answer carries: no sniffing, no framing by other sites, no referrer leaks,
+/// Headers every answer carries: no sniffing, no framing by other sites, no referrer to others,
 /// and API answers are never cached.
 async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
     let h = response.headers_mut();
@@ -162,7 +162,9 @@ async fn security_headers(mut response: axum::response::Response) -> axum::respo
         HeaderValue::from_static("nosniff"),
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` on
+    // form posts, which the Origin check of the cookie-authenticated forms must refuse.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
