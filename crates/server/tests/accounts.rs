@@ -221,3 +221,30 @@ async fn login_attempts_are_throttled() {
     );
     assert_eq!(e["error"]["code"], "rate_limited");
 }
+
+#[tokio::test]
+async fn a_removed_account_leaves_its_contacts_lists_at_once() {
+    let server = Server::start().await;
+    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
+        .ok()
+        .unwrap();
+    alice.befriend(&bob).await;
+    let mut bob_ws = bob.ws().await;
+    let out = server.cli(&["user", "remove", "alice"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let removed = bob_ws
+        .expect("alice leaves bob's list", |v| {
+            v["type"] == "contact" && v["peer"] == "alice@localhost" && v["removed"] == true
+        })
+        .await;
+    assert!(
+        removed["position"].as_i64().unwrap() > 0,
+        "a durable event: {removed}"
+    );
+    let (_, contacts) = bob.get("/api/v1/contacts").await;
+    assert_eq!(contacts["contacts"], json!([]));
+}

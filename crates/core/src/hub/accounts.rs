@@ -133,6 +133,7 @@ impl Hub {
         let account = self.require_account(address).await?;
         self.end_sessions(account.id, None);
         self.forget_logins(account.id);
+        self.drop_from_contact_lists(&account).await?;
         self.inner.store.delete_account(account.id).await?;
         self.inner
             .conversations
@@ -140,6 +141,50 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, c| !c.is_member(account.id));
         tracing::info!(user = %address, "account removed");
+        Ok(())
+    }
+
+    /// Removes a departing account from the contact lists of the people it knew, with a
+    /// contact event to each, so their clients drop it at once (and see it go offline).
+    async fn drop_from_contact_lists(&self, account: &Account) -> HubResult<()> {
+        let _guard = self.inner.contact_lock.lock().await;
+        let store = &self.inner.store;
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        let mut dropped = Vec::new();
+        for mine in store.contacts_of(account.id).await? {
+            let Some(peer) = store.account_by_address(&mine.peer).await? else {
+                continue;
+            };
+            if let Some(theirs) = store.contact(peer.id, &account.address).await? {
+                changes.push(Change::DeleteContact {
+                    owner: peer.id,
+                    peer: account.address.clone(),
+                });
+                events.push((
+                    peer.id,
+                    AccountEvent::Contact {
+                        peer: account.address.clone(),
+                        to: theirs.to,
+                        from: theirs.from,
+                        name: theirs.name.clone(),
+                        chosen: theirs.chosen,
+                        removed: true,
+                    },
+                ));
+                dropped.push(theirs);
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .journal()
+            .submit(JournalEntry::Changes { changes, events })
+            .await?;
+        for contact in &dropped {
+            self.contact_changed(contact, true);
+        }
         Ok(())
     }
 
