@@ -998,3 +998,28 @@ async fn long_poll_repeats_what_a_lost_answer_carried() {
         "{entry}"
     );
 }
+
+#[tokio::test]
+async fn a_large_message_travels_over_the_websocket() {
+    let server = Server::start().await;
+    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
+        .ok()
+        .unwrap();
+    alice.befriend(&bob).await;
+    let direct = alice.direct(&bob).await;
+    let mut alice_ws = alice.ws().await;
+    let mut bob_ws = bob.ws().await;
+    // Just under the default 64 KiB limit, far above the socket's small idle read buffer.
+    let body = "é".repeat(30_000);
+    alice_ws
+        .command(json!({"type": "send", "conversation": direct, "client_id": "big", "body": body}))
+        .await;
+    let ack = alice_ws
+        .expect("the ack", |v| v["type"] == "sent" || v["type"] == "error")
+        .await;
+    assert_eq!(ack["type"], "sent", "{ack}");
+    let got = bob_ws
+        .expect("the message", |v| v["type"] == "message")
+        .await;
+    assert_eq!(got["body"].as_str().unwrap(), body);
+}
