@@ -593,31 +593,46 @@ pub struct RelayedMessage {
     pub sent_at: Millis,
 }
 
+/// A person's presence as one viewer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    pub from: Address,
+    pub presence: Presence,
+}
+
+/// A member's delivery or read cursor moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptUpdate {
+    pub conversation: ConversationId,
+    pub member: Address,
+    pub kind: ReceiptKind,
+    pub upto: Seq,
+}
+
+/// Someone is typing (or stopped) in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypingUpdate {
+    pub conversation: ConversationId,
+    pub from: Address,
+    pub state: Typing,
+}
+
 /// What the hub sends to a session. Durable events carry a journal position; the others are
 /// live only and are replaced by a snapshot on resumption.
+///
+/// Every variant is one `Arc`, so an event is two words: it is queued per session (and cloned
+/// per recipient), and each session's queue reserves room for a block of events up front, which
+/// matters for the memory of idle sessions.
 #[derive(Debug, Clone)]
 pub enum Event {
     Message(Arc<StoredMessage>),
     Account(Arc<StoredAccountEvent>),
-    Presence {
-        from: Address,
-        presence: Presence,
-    },
-    /// A member's delivery or read cursor moved.
-    Receipt {
-        conversation: ConversationId,
-        member: Address,
-        kind: ReceiptKind,
-        upto: Seq,
-    },
+    Presence(Arc<PresenceUpdate>),
+    Receipt(Arc<ReceiptUpdate>),
+    Typing(Arc<TypingUpdate>),
+    Relayed(Arc<RelayedMessage>),
     /// The person was added to a confidential conversation (which has no durable record).
     Confidential(Arc<Conversation>),
-    Typing {
-        conversation: ConversationId,
-        from: Address,
-        state: Typing,
-    },
-    Relayed(Arc<RelayedMessage>),
 }
 
 impl Event {
@@ -628,5 +643,16 @@ impl Event {
             Event::Account(e) => Some(e.pos),
             _ => None,
         }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_two_words() {
+        assert_eq!(std::mem::size_of::<Event>(), 2 * std::mem::size_of::<usize>());
     }
 }

@@ -177,26 +177,25 @@ pub fn event(e: &Event) -> Value {
             v["at"] = json!(a.at);
             v
         }
-        Event::Presence { from, presence: p } => {
-            json!({"type": "presence", "from": from, "show": p.show, "status": p.status})
-        }
-        Event::Receipt {
-            conversation,
-            member,
-            kind,
-            upto,
-        } => json!({
-            "type": "receipt",
-            "conversation": conversation,
-            "member": member,
-            "kind": kind,
-            "upto": upto,
+        Event::Presence(u) => json!({
+            "type": "presence",
+            "from": u.from,
+            "show": u.presence.show,
+            "status": u.presence.status,
         }),
-        Event::Typing {
-            conversation,
-            from,
-            state,
-        } => json!({"type": "typing", "conversation": conversation, "from": from, "state": state}),
+        Event::Receipt(r) => json!({
+            "type": "receipt",
+            "conversation": r.conversation,
+            "member": r.member,
+            "kind": r.kind,
+            "upto": r.upto,
+        }),
+        Event::Typing(t) => json!({
+            "type": "typing",
+            "conversation": t.conversation,
+            "from": t.from,
+            "state": t.state,
+        }),
         Event::Relayed(m) => json!({
             "type": "relayed",
             "id": m.id,

@@ -394,11 +394,11 @@ impl Hub {
             .collect();
         self.inner.bus.send(Delivery::Event {
             to: Recipients::Users(others),
-            event: Event::Typing {
+            event: Event::Typing(Arc::new(TypingUpdate {
                 conversation: id,
                 from: principal.address.clone(),
                 state,
-            },
+            })),
         });
         Ok(())
     }

@@ -190,10 +190,10 @@ impl HubInner {
         if let Some(user) = self.online_user(viewer) {
             self.bus.send(Delivery::Event {
                 to: Recipients::Users(vec![user]),
-                event: Event::Presence {
+                event: Event::Presence(Arc::new(PresenceUpdate {
                     from: from.clone(),
                     presence,
-                },
+                })),
             });
         }
     }
@@ -212,9 +212,11 @@ impl HubInner {
             .filter_map(|peer| {
                 let other = self.person(self.online_user(&peer)?)?;
                 let presence = seen_by(&other.lock().unwrap_or_else(|e| e.into_inner()), &me);
-                (presence.show != Availability::Offline).then_some(Event::Presence {
-                    from: peer,
-                    presence,
+                (presence.show != Availability::Offline).then(|| {
+                    Event::Presence(Arc::new(PresenceUpdate {
+                        from: peer,
+                        presence,
+                    }))
                 })
             })
             .collect()

@@ -735,12 +735,12 @@ impl HubInner {
         if let Some(users) = users {
             self.bus.send(Delivery::Event {
                 to: Recipients::Users(users),
-                event: Event::Receipt {
+                event: Event::Receipt(Arc::new(ReceiptUpdate {
                     conversation,
                     member: member.clone(),
                     kind,
                     upto,
-                },
+                })),
             });
         }
     }
