@@ -646,13 +646,15 @@ impl Event {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn an_event_is_two_words() {
-        assert_eq!(std::mem::size_of::<Event>(), 2 * std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<Event>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 }
