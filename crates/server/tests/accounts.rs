@@ -68,9 +68,7 @@ async fn self_registration_is_off_unless_the_realm_allows_it() {
 #[tokio::test]
 async fn administrators_manage_accounts_over_http() {
     let server = Server::start_with(&[("SWITCHBOARD_ACCOUNTS_ADMINS", "root@localhost")]).await;
-    let [root, alice] = <[Client; 2]>::try_from(server.users(&["root", "alice"]).await)
-        .ok()
-        .unwrap();
+    let [root, alice] = server.users(["root", "alice"]).await;
 
     let (s, _) = alice
         .post(
@@ -225,9 +223,7 @@ async fn login_attempts_are_throttled() {
 #[tokio::test]
 async fn a_removed_account_leaves_its_contacts_lists_at_once() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
+    let [alice, bob] = server.users(["alice", "bob"]).await;
     alice.befriend(&bob).await;
     let mut bob_ws = bob.ws().await;
     let out = server.cli(&["user", "remove", "alice"], "");

@@ -18,9 +18,7 @@ fn is_presence_from(v: &Value, who: &str) -> bool {
 #[tokio::test]
 async fn contact_request_then_accept_lets_presence_flow() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
+    let [alice, bob] = server.users(["alice", "bob"]).await;
     let mut alice_ws = alice.ws().await;
     let mut bob_ws = bob.ws().await;
 
@@ -85,9 +83,7 @@ async fn contact_request_then_accept_lets_presence_flow() {
 #[tokio::test]
 async fn refused_request_grants_nothing() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
+    let [alice, bob] = server.users(["alice", "bob"]).await;
     alice
         .post("/api/v1/contacts", json!({"address": "bob"}))
         .await;
@@ -110,10 +106,7 @@ async fn refused_request_grants_nothing() {
 #[tokio::test]
 async fn invisible_users_and_strangers_see_no_presence() {
     let server = Server::start().await;
-    let [alice, bob, carol] =
-        <[Client; 3]>::try_from(server.users(&["alice", "bob", "carol"]).await)
-            .ok()
-            .unwrap();
+    let [alice, bob, carol] = server.users(["alice", "bob", "carol"]).await;
     alice.befriend(&bob).await;
     let mut alice_ws = alice.ws().await;
     let mut carol_ws = carol.ws().await;
@@ -178,10 +171,7 @@ async fn invisible_users_and_strangers_see_no_presence() {
 #[tokio::test]
 async fn direct_and_group_messages_over_websocket() {
     let server = Server::start().await;
-    let [alice, bob, carol] =
-        <[Client; 3]>::try_from(server.users(&["alice", "bob", "carol"]).await)
-            .ok()
-            .unwrap();
+    let [alice, bob, carol] = server.users(["alice", "bob", "carol"]).await;
     alice.befriend(&bob).await;
     alice.befriend(&carol).await;
     let mut alice_ws = alice.ws().await;
@@ -259,11 +249,7 @@ async fn direct_and_group_messages_over_websocket() {
 #[tokio::test]
 async fn messages_over_long_poll() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
 
     let (s, session) = alice.post("/api/v1/sessions", json!({})).await;
     assert_eq!(s, StatusCode::CREATED);
@@ -347,11 +333,7 @@ async fn messages_over_long_poll() {
 #[tokio::test]
 async fn same_client_id_twice_is_stored_once() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     let mut bob_ws = bob.ws().await;
     let (s1, first) = alice.send(&direct, "same-id", "once").await;
     let (s2, second) = alice.send(&direct, "same-id", "once").await;
@@ -376,11 +358,7 @@ async fn same_client_id_twice_is_stored_once() {
 #[tokio::test]
 async fn acknowledged_message_survives_sigkill() {
     let mut server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     let mut acked = Vec::new();
     for i in 0..20 {
         let (s, ack) = alice
@@ -413,11 +391,7 @@ async fn acknowledged_message_survives_sigkill() {
 #[tokio::test]
 async fn resumed_session_gets_every_missed_event_exactly_once() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     let mut bob_ws = bob.ws().await;
     alice.send(&direct, "m0", "seen before the drop").await;
     bob_ws
@@ -488,11 +462,7 @@ async fn resumed_session_gets_every_missed_event_exactly_once() {
 #[tokio::test]
 async fn session_survives_a_server_restart() {
     let mut server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     let mut bob_ws = bob.ws().await;
     alice.send(&direct, "r1", "one").await;
     bob_ws.expect("one", |v| v["body"] == "one").await;
@@ -515,9 +485,7 @@ async fn session_survives_a_server_restart() {
 #[tokio::test]
 async fn confidential_conversation_leaves_no_row_in_the_store() {
     let mut server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
+    let [alice, bob] = server.users(["alice", "bob"]).await;
     alice.befriend(&bob).await;
     let mut bob_ws = bob.ws().await;
     let (s, conv) = alice
@@ -579,9 +547,7 @@ async fn confidential_conversation_leaves_no_row_in_the_store() {
 #[tokio::test]
 async fn strangers_cannot_start_conversations_unless_allowed() {
     let server = Server::start().await;
-    let [alice, mallory] = <[Client; 2]>::try_from(server.users(&["alice", "mallory"]).await)
-        .ok()
-        .unwrap();
+    let [alice, mallory] = server.users(["alice", "mallory"]).await;
     let (s, err) = mallory
         .post("/api/v1/conversations", json!({"with": "alice"}))
         .await;
@@ -615,11 +581,7 @@ async fn strangers_cannot_start_conversations_unless_allowed() {
 #[tokio::test]
 async fn bad_input_gets_clear_json_errors() {
     let server = Server::start_with(&[("SWITCHBOARD_LIMITS_MAX_MESSAGE_BYTES", "100")]).await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
 
     let (s, e) = alice.send(&direct, "big", &"x".repeat(101)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
@@ -781,11 +743,7 @@ async fn openapi_document_and_metrics_are_served() {
     let doc: Value = r.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/api/v1/conversations/{id}/messages"]["post"].is_object());
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     alice.send(&direct, "1", "counted").await;
     let text = reqwest::get(format!("{}/metrics", server.base))
         .await
@@ -814,9 +772,7 @@ async fn openapi_document_and_metrics_are_served() {
 #[tokio::test]
 async fn removing_a_user_while_the_server_runs_cuts_their_sessions() {
     let server = Server::start().await;
-    let [alice, _bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
+    let [alice, _bob] = server.users(["alice", "bob"]).await;
     let mut ws = alice.ws().await;
     let out = server.cli(&["user", "remove", "alice"], "");
     assert!(
@@ -844,11 +800,7 @@ async fn limits_are_enforced_with_clear_errors() {
         ("SWITCHBOARD_SESSIONS_MAX_PER_USER", "2"),
     ])
     .await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
 
     // Messages per second per account: a burst of three, then a clear refusal.
     let mut statuses = Vec::new();
@@ -914,11 +866,7 @@ async fn limits_are_enforced_with_clear_errors() {
 #[tokio::test]
 async fn a_persons_other_sessions_see_what_they_sent() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     let mut phone = alice.ws().await;
     let mut laptop = alice.ws().await;
     phone
@@ -943,11 +891,7 @@ async fn a_persons_other_sessions_see_what_they_sent() {
 #[tokio::test]
 async fn long_poll_repeats_what_a_lost_answer_carried() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     let (_, session) = alice.post("/api/v1/sessions", json!({})).await;
     let session = session["session"].as_str().unwrap().to_string();
     bob.send(&direct, "m1", "first").await;
@@ -1002,11 +946,7 @@ async fn long_poll_repeats_what_a_lost_answer_carried() {
 #[tokio::test]
 async fn a_large_message_travels_over_the_websocket() {
     let server = Server::start().await;
-    let [alice, bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
-    alice.befriend(&bob).await;
-    let direct = alice.direct(&bob).await;
+    let (alice, bob, direct) = server.friends().await;
     let mut alice_ws = alice.ws().await;
     let mut bob_ws = bob.ws().await;
     // Just under the default 64 KiB limit, far above the socket's small idle read buffer.

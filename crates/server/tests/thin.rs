@@ -305,10 +305,7 @@ fn history_bodies(v: &Value) -> Vec<String> {
 #[tokio::test]
 async fn lite_client_does_everything_with_forms() {
     let server = Server::start().await;
-    let [alice, _bob, carol] =
-        <[Client; 3]>::try_from(server.users(&["alice", "bob", "carol"]).await)
-            .ok()
-            .unwrap();
+    let [alice, _bob, carol] = server.users(["alice", "bob", "carol"]).await;
     let mut alice_ws = alice.ws().await;
 
     // The sign-in page, then a wrong password, then signing in.
@@ -590,9 +587,7 @@ async fn lite_client_does_everything_with_forms() {
 #[tokio::test]
 async fn wap_decks_are_small_well_formed_wml() {
     let server = Server::start().await;
-    let [alice, _bob] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
+    let [alice, _bob] = server.users(["alice", "bob"]).await;
     let mut alice_ws = alice.ws().await;
 
     let mut bob = Browser::new(&server);
@@ -736,9 +731,7 @@ async fn wap_decks_are_small_well_formed_wml() {
 #[tokio::test]
 async fn lite_and_api_users_talk_both_ways() {
     let server = Server::start().await;
-    let [alice, bob_api] = <[Client; 2]>::try_from(server.users(&["alice", "bob"]).await)
-        .ok()
-        .unwrap();
+    let [alice, bob_api] = server.users(["alice", "bob"]).await;
     alice.befriend(&bob_api).await;
     let conversation = alice.direct(&bob_api).await;
     let mut alice_ws = alice.ws().await;

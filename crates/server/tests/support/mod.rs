@@ -210,13 +210,24 @@ impl Server {
     }
 
     /// Adds users and logs each in.
-    pub async fn users(&self, names: &[&str]) -> Vec<Client> {
-        let mut clients = Vec::new();
+    pub async fn users<const N: usize>(&self, names: [&str; N]) -> [Client; N] {
+        let mut clients = Vec::with_capacity(N);
         for name in names {
             self.add_user(name);
             clients.push(self.login(name).await);
         }
-        clients
+        match clients.try_into() {
+            Ok(clients) => clients,
+            Err(_) => unreachable!("one client per name"),
+        }
+    }
+
+    /// Alice and Bob, each in the other's contacts, and their direct conversation.
+    pub async fn friends(&self) -> (Client, Client, String) {
+        let [alice, bob] = self.users(["alice", "bob"]).await;
+        alice.befriend(&bob).await;
+        let direct = alice.direct(&bob).await;
+        (alice, bob, direct)
     }
 }
 
