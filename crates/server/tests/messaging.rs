@@ -581,7 +581,7 @@ async fn strangers_cannot_start_conversations_unless_allowed() {
 #[tokio::test]
 async fn bad_input_gets_clear_json_errors() {
     let server = Server::start_with(&[("SWITCHBOARD_LIMITS_MAX_MESSAGE_BYTES", "100")]).await;
-    let (alice, bob, direct) = server.friends().await;
+    let (alice, _bob, direct) = server.friends().await;
 
     let (s, e) = alice.send(&direct, "big", &"x".repeat(101)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
@@ -866,7 +866,7 @@ async fn limits_are_enforced_with_clear_errors() {
 #[tokio::test]
 async fn a_persons_other_sessions_see_what_they_sent() {
     let server = Server::start().await;
-    let (alice, bob, direct) = server.friends().await;
+    let (alice, _bob, direct) = server.friends().await;
     let mut phone = alice.ws().await;
     let mut laptop = alice.ws().await;
     phone
