@@ -161,17 +161,7 @@ impl Hub {
                     owner: peer.id,
                     peer: account.address.clone(),
                 });
-                events.push((
-                    peer.id,
-                    AccountEvent::Contact {
-                        peer: account.address.clone(),
-                        to: theirs.to,
-                        from: theirs.from,
-                        name: theirs.name.clone(),
-                        chosen: theirs.chosen,
-                        removed: true,
-                    },
-                ));
+                events.push((peer.id, super::contacts::event_for(&theirs, true)));
                 dropped.push(theirs);
             }
         }

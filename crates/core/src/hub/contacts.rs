@@ -17,7 +17,7 @@ pub struct ContactView {
     pub presence: Presence,
 }
 
-fn event_for(contact: &Contact, removed: bool) -> AccountEvent {
+pub(crate) fn event_for(contact: &Contact, removed: bool) -> AccountEvent {
     AccountEvent::Contact {
         peer: contact.peer.clone(),
         to: contact.to,
