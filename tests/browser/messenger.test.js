@@ -79,6 +79,8 @@ before(async () => {
     ...process.env,
     SWITCHBOARD_DATA_DIR: dataDir,
     SWITCHBOARD_HTTP_LISTEN: `127.0.0.1:${port}`,
+    // These tests drive the web clients; XMPP's standard ports may be taken on this machine.
+    SWITCHBOARD_XMPP_ENABLED: 'false',
     SWITCHBOARD_AUTH_SCRAM_ITERATIONS: '64',
     SWITCHBOARD_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE: '1000',
   };

@@ -118,6 +118,8 @@ impl Server {
             .env("SWITCHBOARD_DATA_DIR", dir)
             .env("SWITCHBOARD_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD_HTTP_CONNECTIONS_PER_IP", "0")
+            // The web line is what this measures; the XMPP ports may be in use.
+            .env("SWITCHBOARD_XMPP_ENABLED", "false")
             .env("SWITCHBOARD_LIMITS_MESSAGES_PER_SECOND", "0")
             .env("SWITCHBOARD_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE", "10000000")
             .env("SWITCHBOARD_LOG_LEVEL", "warn")

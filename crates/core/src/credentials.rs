@@ -45,6 +45,17 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 }
 
 /// Compares two secrets in time that does not depend on where they differ.
+/// HMAC-SHA-256 of the parts under `key`: stable made-up values (e.g. a salt for a user who
+/// does not exist) that nobody without the key can predict.
+pub fn keyed_digest(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

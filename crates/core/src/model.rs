@@ -303,6 +303,9 @@ pub enum LoginKind {
     Bearer,
     /// A browser holding an HttpOnly cookie plus a CSRF token.
     Browser,
+    /// An XMPP client that proved its identity with SASL; the login lasts as long as its
+    /// session (its token is never shown to anyone).
+    Xmpp,
 }
 
 impl LoginKind {
@@ -310,6 +313,7 @@ impl LoginKind {
         match self {
             LoginKind::Bearer => "bearer",
             LoginKind::Browser => "browser",
+            LoginKind::Xmpp => "xmpp",
         }
     }
 
@@ -317,6 +321,7 @@ impl LoginKind {
         Some(match text {
             "bearer" => LoginKind::Bearer,
             "browser" => LoginKind::Browser,
+            "xmpp" => LoginKind::Xmpp,
             _ => return None,
         })
     }
@@ -401,6 +406,12 @@ pub struct NewMessage {
     pub client_id: String,
     pub body: String,
     pub sent_at: Millis,
+    /// The one endpoint the sender addressed (an XMPP full address's resource), if any. Not
+    /// stored: it only steers live delivery (XEP-0280 carbons).
+    pub to_endpoint: Option<String>,
+    /// The sender's endpoint it came from (an XMPP resource), for the sender's other
+    /// endpoints' copies. Not stored either.
+    pub from_endpoint: Option<String>,
 }
 
 /// A message as stored and delivered.
@@ -414,6 +425,11 @@ pub struct StoredMessage {
     pub client_id: String,
     pub body: String,
     pub sent_at: Millis,
+    /// See [`NewMessage::to_endpoint`]; `None` in anything read back from the store.
+    #[serde(skip)]
+    pub to_endpoint: Option<String>,
+    #[serde(skip)]
+    pub from_endpoint: Option<String>,
 }
 
 /// A durable event about a person's account, replayed on resumption like messages.

@@ -54,12 +54,13 @@ pub struct Config {
     pub auth: AuthConfig,
     pub accounts: AccountsConfig,
     pub log: LogConfig,
+    pub xmpp: XmppSection,
 }
 
 /// The names of the sections, as they appear in the file. A unit test checks that this list
 /// and the tables of [`Config`] agree.
 const SECTIONS: &[&str] = &[
-    "store", "http", "sessions", "limits", "auth", "accounts", "log",
+    "store", "http", "sessions", "limits", "auth", "accounts", "log", "xmpp",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +220,67 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The XMPP line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XmppSection {
+    /// Whether XMPP clients are served at all.
+    #[serde(deserialize_with = "de::flag")]
+    pub enabled: bool,
+    /// The client-to-server port (STARTTLS; TLS is required before login).
+    #[serde(deserialize_with = "de::socket_addr")]
+    pub listen: SocketAddr,
+    /// The direct TLS port (XEP-0368); empty turns it off.
+    #[serde(
+        deserialize_with = "de::optional_socket_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for XMPP TLS. Without it (and `xmpp.private_key`), a
+    /// self-signed certificate for the realms is made once and kept in the data directory.
+    #[serde(
+        deserialize_with = "de::optional_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `xmpp.certificate`.
+    #[serde(
+        deserialize_with = "de::optional_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub private_key: Option<PathBuf>,
+    /// Largest stanza accepted, in bytes; a bigger one ends the stream with
+    /// `policy-violation`.
+    #[serde(deserialize_with = "de::stanza_bytes")]
+    pub max_stanza_bytes: usize,
+    /// How long a session with stream management waits to be resumed after its connection
+    /// drops; what it had not acknowledged then goes back to the message cache.
+    #[serde(
+        deserialize_with = "de::positive_duration",
+        serialize_with = "de::seconds"
+    )]
+    pub resume_timeout: Duration,
+    /// Most simultaneous XMPP connections from one client address (0 = unlimited).
+    #[serde(deserialize_with = "de::count")]
+    pub connections_per_ip: usize,
+}
+
+impl Default for XmppSection {
+    fn default() -> Self {
+        let xmpp = switchboard_xmpp::XmppConfig::default();
+        XmppSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 5222)),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 5223))),
+            certificate: None,
+            private_key: None,
+            max_stanza_bytes: xmpp.max_stanza_bytes,
+            resume_timeout: xmpp.resume_timeout,
+            connections_per_ip: xmpp.connections_per_ip,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -240,6 +302,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             accounts: AccountsConfig::default(),
             log: LogConfig::default(),
+            xmpp: XmppSection::default(),
         }
     }
 }
@@ -495,6 +558,13 @@ impl Config {
                 config.limits.max_message_bytes,
             ));
         }
+        if config.xmpp.certificate.is_some() != config.xmpp.private_key.is_some() {
+            problems.push(format!(
+                "{} and {} go together: give both or neither",
+                name_of("xmpp.certificate"),
+                name_of("xmpp.private_key"),
+            ));
+        }
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -557,6 +627,15 @@ impl Config {
         }
     }
 
+    pub fn xmpp_config(&self) -> switchboard_xmpp::XmppConfig {
+        switchboard_xmpp::XmppConfig {
+            max_stanza_bytes: self.xmpp.max_stanza_bytes,
+            resume_timeout: self.xmpp.resume_timeout,
+            connections_per_ip: self.xmpp.connections_per_ip,
+            ..switchboard_xmpp::XmppConfig::default()
+        }
+    }
+
     /// The effective configuration as a TOML file would give it, for `switchboard config`.
     /// A password in the PostgreSQL URL is masked.
     pub fn to_toml(&self) -> String {
@@ -596,6 +675,10 @@ impl Config {
             if *section == "store" {
                 push("store.postgres_url".into(), None);
                 push("store.postgres_schema".into(), None);
+            }
+            if *section == "xmpp" {
+                push("xmpp.certificate".into(), None);
+                push("xmpp.private_key".into(), None);
             }
         }
         out
@@ -716,6 +799,7 @@ fn check_section_key(section: &str, key: &str, value: &toml::Value) -> Result<()
         "auth" => check_key::<AuthConfig>(key, value),
         "accounts" => check_key::<AccountsConfig>(key, value),
         "log" => check_key::<LogConfig>(key, value),
+        "xmpp" => check_key::<XmppSection>(key, value),
         other => Err(format!("unknown section [{other}]")),
     }
 }
@@ -932,6 +1016,44 @@ mod de {
                 "{other} is not a socket address (expected a string such as \"127.0.0.1:5280\")"
             ))),
         }
+    }
+
+    /// A socket address where an empty string turns the listener off.
+    pub fn optional_socket_addr<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        match raw(d)? {
+            Raw::Text(s) if s.trim().is_empty() => Ok(None),
+            Raw::Text(s) => s.trim().parse().map(Some).map_err(|_| {
+                de::Error::custom(format!(
+                    "{s:?} is not a socket address (expected an IP address and a port, \
+                     e.g. 127.0.0.1:5223, or an empty string to turn it off)"
+                ))
+            }),
+            other => Err(de::Error::custom(format!(
+                "{other} is not a socket address"
+            ))),
+        }
+    }
+
+    /// A path where an empty string means "not set".
+    pub fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        match raw(d)? {
+            Raw::Text(s) if s.trim().is_empty() => Ok(None),
+            Raw::Text(s) => Ok(Some(PathBuf::from(s.trim()))),
+            other => Err(de::Error::custom(format!("{other} is not a path"))),
+        }
+    }
+
+    /// Largest stanza: at least 4 KiB (smaller would refuse ordinary stream negotiation).
+    pub fn stanza_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let n = count(d)?;
+        if n < 4096 {
+            return Err(de::Error::custom(format!(
+                "{n} is too small for a stanza limit (the least is 4096 bytes)"
+            )));
+        }
+        Ok(n)
     }
 
     pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {

@@ -38,6 +38,27 @@ impl StopSignals {
     }
 }
 
+/// Binds the XMPP ports (when the line is on) before anything else starts, so that a port in
+/// use is reported at once.
+async fn bind_xmpp(config: &Config) -> anyhow::Result<Option<(TcpListener, Option<TcpListener>)>> {
+    if !config.xmpp.enabled {
+        return Ok(None);
+    }
+    let listen = config.xmpp.listen;
+    let starttls = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (xmpp.listen)"))?;
+    let direct = match config.xmpp.tls_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (xmpp.tls_listen)"))?,
+        ),
+        None => None,
+    };
+    Ok(Some((starttls, direct)))
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Handlers first: a signal from here on starts an orderly stop instead of killing.
     let mut signals = StopSignals::install()?;
@@ -66,6 +87,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("the listener has no address")?;
 
+    let xmpp_listeners = bind_xmpp(&config).await?;
+
     let store = open_store(&config).await?;
     let (hub, tasks) = Hub::start(
         config.hub_config(),
@@ -79,6 +102,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+
+    let (stop_xmpp, mut xmpp_stopping) = watch::channel(false);
+    if let Some((starttls, direct)) = xmpp_listeners {
+        let identity =
+            match switchboard_xmpp::tls::load_or_generate(&switchboard_xmpp::tls::TlsSettings {
+                certificate: config.xmpp.certificate.clone(),
+                private_key: config.xmpp.private_key.clone(),
+                data_dir: config.data_dir.clone(),
+                hostnames: config
+                    .realms
+                    .iter()
+                    .map(|r| r.as_str().to_string())
+                    .collect(),
+            }) {
+                Ok(identity) => identity,
+                Err(e) => {
+                    admin.stop().await;
+                    stop_hub(hub, tasks).await;
+                    return Err(anyhow::anyhow!("{e}"));
+                }
+            };
+        tracing::info!(
+            starttls = %starttls.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            direct_tls = %direct.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            certificate = %identity.certificate_path.display(),
+            "XMPP clients served"
+        );
+        let line = switchboard_xmpp::Line::new(hub.clone(), config.xmpp_config(), identity.config);
+        tokio::spawn(switchboard_xmpp::serve(
+            line,
+            starttls,
+            direct,
+            async move {
+                let _ = xmpp_stopping.wait_for(|stop| *stop).await;
+            },
+        ));
+    }
 
     let (stop_web, mut web_stopping) = watch::channel(false);
     let mut web = tokio::spawn(switchboard_web::serve(
@@ -118,6 +178,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grace = config.http.shutdown_grace;
     let web_running = failure.is_none();
     let stop = async move {
+        let _ = stop_xmpp.send(true);
         let _ = stop_web.send(true);
         let web_finished = async {
             if !web_running {

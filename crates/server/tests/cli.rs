@@ -304,6 +304,14 @@ impl Bare {
             .env_clear()
             .env("SWITCHBOARD_DATA_DIR", &shell.dir)
             .env("SWITCHBOARD_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "SWITCHBOARD_XMPP_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
+                "SWITCHBOARD_XMPP_TLS_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .arg("serve")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -102,6 +102,8 @@ async fn main() {
                             client_id: format!("{w}-{}", i + k),
                             body: body.clone(),
                             sent_at: now_millis(),
+                            to_endpoint: None,
+                            from_endpoint: None,
                         })
                     })
                     .collect::<Vec<_>>();

@@ -211,6 +211,8 @@ fn new_message(conversation: ConversationId, sender: &Account, client_id: &str) 
         client_id: client_id.to_string(),
         body: format!("body of {client_id}"),
         sent_at: 1_700_000_000_000,
+        to_endpoint: None,
+        from_endpoint: None,
     }
 }
 

@@ -37,6 +37,14 @@ pub struct NewLogin {
     pub principal: Principal,
 }
 
+/// What a SCRAM exchange is checked against. `address` is `None` for an unknown user, whose
+/// verifiers are made up.
+#[derive(Debug, Clone)]
+pub struct ScramLookup {
+    pub address: Option<Address>,
+    pub credentials: Credentials,
+}
+
 /// The minimum password length for new passwords.
 const MIN_PASSWORD_CHARS: usize = 8;
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -241,16 +249,7 @@ impl Hub {
         let address = self
             .parse_address(user)
             .map_err(|_| HubError::BadCredentials)?;
-        if !self
-            .inner
-            .login_limiter_account
-            .check(&address.as_str().to_string())
-            || !self.inner.login_limiter_client.check(&client.to_string())
-        {
-            return Err(HubError::RateLimited(
-                "too many login attempts; wait a minute and try again".into(),
-            ));
-        }
+        self.check_login_rate(&address, client)?;
         let account = self.inner.store.account_by_address(&address).await?;
         let ok = match &account {
             Some(account) => self.verify(&account.credentials, password).await?,
@@ -268,6 +267,87 @@ impl Hub {
                 return Err(HubError::BadCredentials);
             }
         };
+        self.record_login(account, kind, user_agent).await
+    }
+
+    fn check_login_rate(&self, address: &Address, client: &str) -> HubResult<()> {
+        if !self
+            .inner
+            .login_limiter_account
+            .check(&address.as_str().to_string())
+            || !self.inner.login_limiter_client.check(&client.to_string())
+        {
+            return Err(HubError::RateLimited(
+                "too many login attempts; wait a minute and try again".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first step of a SASL SCRAM exchange: the verifiers to challenge the client with.
+    /// Attempts are throttled like password logins. An unknown user gets made-up verifiers
+    /// whose salt is stable per name, so the challenge does not tell who exists; the client's
+    /// proof then simply fails.
+    pub async fn scram_lookup(&self, user: &str, client: &str) -> HubResult<ScramLookup> {
+        let address = self
+            .parse_address(user)
+            .map_err(|_| HubError::BadCredentials)?;
+        self.check_login_rate(&address, client)?;
+        if let Some(account) = self.inner.store.account_by_address(&address).await? {
+            return Ok(ScramLookup {
+                address: Some(account.address),
+                credentials: account.credentials,
+            });
+        }
+        let made_up = |tag: &[u8], len: usize| -> ScramVerifier {
+            let salt =
+                credentials::keyed_digest(&self.inner.secret, &[tag, address.as_str().as_bytes()]);
+            ScramVerifier {
+                salt: salt[..16].to_vec(),
+                iterations: self.inner.config.hash_cost.iterations,
+                stored_key: credentials::random_bytes::<32>()[..len].to_vec(),
+                server_key: credentials::random_bytes::<32>()[..len].to_vec(),
+            }
+        };
+        Ok(ScramLookup {
+            address: None,
+            credentials: Credentials {
+                scram_sha1: made_up(b"sha1", 20),
+                scram_sha256: made_up(b"sha256", 32),
+            },
+        })
+    }
+
+    /// A SASL exchange proved the client is `address`: records an XMPP login for it. The
+    /// login ends with the client's session ([`Hub::logout`]).
+    pub async fn sasl_login(
+        &self,
+        address: &Address,
+        user_agent: Option<&str>,
+    ) -> HubResult<Principal> {
+        let account = self
+            .inner
+            .store
+            .account_by_address(address)
+            .await?
+            .ok_or(HubError::BadCredentials)?;
+        Ok(self
+            .record_login(account, LoginKind::Xmpp, user_agent)
+            .await?
+            .principal)
+    }
+
+    /// Counts a failed SASL exchange.
+    pub fn sasl_failed(&self) {
+        self.inner.metrics.logins_failed.inc();
+    }
+
+    async fn record_login(
+        &self,
+        account: Account,
+        kind: LoginKind,
+        user_agent: Option<&str>,
+    ) -> HubResult<NewLogin> {
         let token = credentials::new_token();
         let csrf = (kind == LoginKind::Browser).then(credentials::new_token);
         let now = now_millis();

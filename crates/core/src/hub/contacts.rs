@@ -110,6 +110,83 @@ impl Hub {
         .await
     }
 
+    /// Lets the peer see the principal's presence: one direction only (XMPP `subscribed`),
+    /// answering the peer's pending request. Already granted is fine.
+    pub async fn grant_presence(&self, principal: &Principal, peer: &Address) -> HubResult<()> {
+        self.change_pair(principal, peer, |pair| {
+            match pair.mine.from {
+                SubState::Accepted => return Ok(()),
+                SubState::Pending => {}
+                SubState::None => {
+                    return Err(HubError::NotFound(format!(
+                        "there is no contact request from {}",
+                        pair.mine.peer
+                    )));
+                }
+            }
+            pair.mine.from = SubState::Accepted;
+            if let Some((theirs, _)) = &mut pair.theirs {
+                theirs.to = SubState::Accepted;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The peer stops seeing the principal's presence, or is refused it (XMPP
+    /// `unsubscribed`). The other direction stays as it is.
+    pub async fn revoke_presence(&self, principal: &Principal, peer: &Address) -> HubResult<()> {
+        self.change_pair(principal, peer, |pair| {
+            require_existing(pair)?;
+            pair.mine.from = SubState::None;
+            if let Some((theirs, _)) = &mut pair.theirs
+                && theirs.to != SubState::None
+            {
+                theirs.to = SubState::None;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The principal stops receiving the peer's presence, or withdraws a request (XMPP
+    /// `unsubscribe`). The other direction stays as it is.
+    pub async fn stop_watching(&self, principal: &Principal, peer: &Address) -> HubResult<()> {
+        self.change_pair(principal, peer, |pair| {
+            require_existing(pair)?;
+            pair.mine.to = SubState::None;
+            if let Some((theirs, _)) = &mut pair.theirs
+                && theirs.from != SubState::None
+            {
+                theirs.from = SubState::None;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts a person in the principal's contact list without asking for anything (an XMPP
+    /// roster set), or renames them.
+    pub async fn save_contact(
+        &self,
+        principal: &Principal,
+        peer: &Address,
+        name: Option<String>,
+    ) -> HubResult<()> {
+        if let Some(name) = &name
+            && name.chars().count() > 100
+        {
+            return Err(HubError::InvalidInput(
+                "a contact's name must have at most 100 characters".into(),
+            ));
+        }
+        self.change_pair(principal, peer, |pair| {
+            pair.mine.name = name;
+            Ok(())
+        })
+        .await
+    }
+
     /// Removes a contact: both directions end, on both sides.
     pub async fn remove_contact(&self, principal: &Principal, peer: &Address) -> HubResult<()> {
         let _guard = self.inner.contact_lock.lock().await;
@@ -300,6 +377,17 @@ impl Hub {
             self.contact_changed(contact, false);
         }
         Ok(())
+    }
+}
+
+fn require_existing(pair: &Pair) -> HubResult<()> {
+    if pair.mine_existed {
+        Ok(())
+    } else {
+        Err(HubError::NotFound(format!(
+            "{} is not in your contacts",
+            pair.mine.peer
+        )))
     }
 }
 

@@ -25,6 +25,13 @@ pub struct ConversationView {
     pub last_seq: Seq,
 }
 
+/// Which endpoints a message is from and to, where the line knows (XMPP resources).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoints<'a> {
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+}
+
 /// The acknowledgement a sender gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendAck {
@@ -262,6 +269,21 @@ impl Hub {
         client_id: &str,
         body: &str,
     ) -> HubResult<SendAck> {
+        self.send_addressed(principal, origin, id, client_id, body, Endpoints::default())
+            .await
+    }
+
+    /// Like [`Hub::send_from`], for a message addressed to one endpoint of the recipient (an
+    /// XMPP full address): live delivery tells the recipient's sessions which one was meant.
+    pub async fn send_addressed(
+        &self,
+        principal: &Principal,
+        origin: Option<&SessionSlot>,
+        id: ConversationId,
+        client_id: &str,
+        body: &str,
+        endpoints: Endpoints<'_>,
+    ) -> HubResult<SendAck> {
         if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
             return Err(HubError::InvalidInput(format!(
                 "the client id must have 1 to {MAX_CLIENT_ID} bytes"
@@ -327,6 +349,8 @@ impl Hub {
                     client_id: client_id.to_string(),
                     body: body.to_string(),
                     sent_at,
+                    to_endpoint: endpoints.to.map(str::to_string),
+                    from_endpoint: endpoints.from.map(str::to_string),
                 }),
                 origin.map(|s| s.id.clone()),
             )
@@ -351,6 +375,35 @@ impl Hub {
             stored: true,
             duplicate: appended.duplicate,
         })
+    }
+
+    /// The principal's messages in all their conversations after a journal position, oldest
+    /// first, at most `limit` (an archive read across conversations).
+    pub async fn archive_after(
+        &self,
+        principal: &Principal,
+        after: Pos,
+        limit: usize,
+    ) -> HubResult<Vec<StoredMessage>> {
+        let limit = limit.clamp(1, 500);
+        let mut out = Vec::new();
+        let mut from = after;
+        loop {
+            let page = self.inner.store.replay(principal.user, from, 500).await?;
+            let full = page.len() == 500;
+            for item in page {
+                from = item.pos();
+                if let Replayed::Message(m) = item {
+                    out.push(m);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
     }
 
     /// The principal has read everything up to `upto`: stores the read cursor and tells the

@@ -22,9 +22,9 @@ use crate::limits::{Rate, RateLimiter};
 use crate::model::*;
 use crate::store::Store;
 
-pub use accounts::{NewLogin, Principal};
+pub use accounts::{NewLogin, Principal, ScramLookup};
 pub use contacts::ContactView;
-pub use conversations::{ConversationView, SendAck};
+pub use conversations::{ConversationView, Endpoints, SendAck};
 pub use metrics::HubMetrics;
 pub use sessions::{EventStream, SessionSlot};
 
@@ -147,6 +147,8 @@ pub(crate) struct HubInner {
     /// Logins recently checked, by token hash, so that each request does not read the store.
     pub principals: RwLock<HashMap<Vec<u8>, Principal>>,
     pub message_limiter: RateLimiter<UserId>,
+    /// A random key of this process, for values that must be stable but unpredictable.
+    pub secret: [u8; 32],
     pub login_limiter_account: RateLimiter<String>,
     pub login_limiter_client: RateLimiter<String>,
     pub contact_limiter: RateLimiter<UserId>,
@@ -179,6 +181,7 @@ impl Hub {
                 per_second: config.messages_per_second,
                 burst: config.message_burst.max(1.0),
             }),
+            secret: crate::credentials::random_bytes::<32>(),
             login_limiter_account: RateLimiter::new(Rate::per_minute(
                 config.login_attempts_per_minute,
             )),

@@ -86,7 +86,9 @@ impl SessionSlot {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn is_ended(&self) -> bool {
+    /// Whether the session was ended (signed off, expired, its login revoked, its account
+    /// removed).
+    pub fn is_ended(&self) -> bool {
         self.lock().ended
     }
 
@@ -271,6 +273,17 @@ impl Hub {
     /// Opens a new session for a logged-in client. It starts with the messages waiting in the
     /// message cache (past the person's delivery cursors) and their contacts' presence.
     pub async fn open_session(&self, principal: &Principal) -> HubResult<EventStream> {
+        self.open_session_with(principal, Presence::available())
+            .await
+    }
+
+    /// Opens a new session with a given first presence: an XMPP client is offline until it
+    /// sends its initial presence.
+    pub async fn open_session_with(
+        &self,
+        principal: &Principal,
+        presence: Presence,
+    ) -> HubResult<EventStream> {
         let limit = self.inner.config.max_sessions_per_user;
         if let Some(person) = self.inner.person(principal.user)
             && person
@@ -293,7 +306,7 @@ impl Hub {
             node: self.inner.bus.node().to_string(),
             created_at: now,
             last_seen: now,
-            presence: Presence::available(),
+            presence,
             acked: Pos(0),
         };
         self.inner.store.put_session(record.clone()).await?;

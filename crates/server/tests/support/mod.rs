@@ -35,6 +35,9 @@ pub struct Server {
     pub dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     pub port: u16,
+    /// The XMPP client port (STARTTLS) and direct TLS port.
+    pub xmpp_port: u16,
+    pub xmpp_tls_port: u16,
     pub base: String,
     extra_env: Vec<(String, String)>,
 }
@@ -52,6 +55,8 @@ impl Server {
             dir,
             _temp: Some(temp),
             port: free_port(),
+            xmpp_port: free_port(),
+            xmpp_tls_port: free_port(),
             base: String::new(),
             extra_env: env
                 .iter()
@@ -71,6 +76,8 @@ impl Server {
             dir,
             _temp: None,
             port,
+            xmpp_port: free_port(),
+            xmpp_tls_port: free_port(),
             base: format!("http://127.0.0.1:{port}"),
             extra_env: Vec::new(),
         };
@@ -84,6 +91,14 @@ impl Server {
             .env(
                 "SWITCHBOARD_HTTP_LISTEN",
                 format!("127.0.0.1:{}", self.port),
+            )
+            .env(
+                "SWITCHBOARD_XMPP_LISTEN",
+                format!("127.0.0.1:{}", self.xmpp_port),
+            )
+            .env(
+                "SWITCHBOARD_XMPP_TLS_LISTEN",
+                format!("127.0.0.1:{}", self.xmpp_tls_port),
             )
             .env("SWITCHBOARD_AUTH_SCRAM_ITERATIONS", "64")
             .env("SWITCHBOARD_LIMITS_MESSAGES_PER_SECOND", "0")
@@ -123,6 +138,11 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// The certificate the server made for XMPP TLS (clients trust it in tests).
+    pub fn xmpp_certificate(&self) -> PathBuf {
+        self.dir.join("xmpp-tls").join("cert.pem")
     }
 
     /// Kills the server the hard way (SIGKILL): nothing gets a chance to flush.

@@ -127,6 +127,8 @@ fn message(row: &Row) -> R<StoredMessage> {
         client_id: col(row, 5)?,
         body: col(row, 6)?,
         sent_at: col(row, 7)?,
+        to_endpoint: None,
+        from_endpoint: None,
     })
 }
 
@@ -608,6 +610,8 @@ async fn append_message(w: &mut PgWriter, new: &NewMessage) -> Result<Appended, 
             client_id: new.client_id.clone(),
             body: new.body.clone(),
             sent_at: new.sent_at,
+            to_endpoint: new.to_endpoint.clone(),
+            from_endpoint: new.from_endpoint.clone(),
         },
         duplicate: false,
     })

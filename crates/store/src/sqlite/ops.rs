@@ -200,6 +200,8 @@ fn message(row: &Row<'_>) -> Mapped<StoredMessage> {
             client_id,
             body,
             sent_at,
+            to_endpoint: None,
+            from_endpoint: None,
         })
     })())
 }
@@ -569,6 +571,8 @@ fn append_message(conn: &Connection, state: &mut WriterState, new: &NewMessage) 
             client_id: new.client_id.clone(),
             body: new.body.clone(),
             sent_at: new.sent_at,
+            to_endpoint: new.to_endpoint.clone(),
+            from_endpoint: new.from_endpoint.clone(),
         },
         duplicate: false,
     })

@@ -1,0 +1,119 @@
+//! The XMPP line: makes any standard XMPP app a terminal of Switchboard.
+//!
+//! Like every line it only translates: XMPP stanzas become hub calls, hub events become
+//! stanzas. Accounts, contacts, presence, conversations and history are the hub's, shared
+//! with the web line.
+//!
+//! - [`c2s`]: the TCP listeners (STARTTLS on 5222, direct TLS on 5223), stream negotiation
+//!   up to an authenticated stream;
+//! - [`auth`]: SASL over the hub's stored SCRAM verifiers;
+//! - [`session`]: a bound XMPP session: stanzas in, hub events out, stream management;
+//! - [`roster`], [`mam`], [`disco`]: what those protocols map onto in the hub;
+//! - [`sasl`], [`tls`]: the pure SCRAM server and the TLS identity.
+
+pub mod auth;
+pub mod c2s;
+pub mod disco;
+pub mod jid;
+pub mod mam;
+pub mod roster;
+pub mod sasl;
+pub mod session;
+pub mod stanza;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard_core::Hub;
+use switchboard_xmpp_proto::Limits;
+
+pub use c2s::serve;
+
+/// What the XMPP line can be configured with.
+#[derive(Debug, Clone)]
+pub struct XmppConfig {
+    /// Largest stanza accepted, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting accepted in a stanza.
+    pub max_depth: usize,
+    /// How long a stream-management session waits to be resumed after its connection drops.
+    pub resume_timeout: Duration,
+    /// How long a connection may take to authenticate.
+    pub negotiation_timeout: Duration,
+    /// Most simultaneous connections from one client address (0 = unlimited).
+    pub connections_per_ip: usize,
+    /// Unacknowledged stanzas after which the server asks the client for an acknowledgement.
+    pub ack_request_every: usize,
+    /// Most unacknowledged stanzas kept for resending; a client that lets more pile up is
+    /// disconnected (what it missed stays in the store for its next session).
+    pub max_unacked: usize,
+}
+
+impl Default for XmppConfig {
+    fn default() -> Self {
+        XmppConfig {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 32,
+            resume_timeout: Duration::from_secs(300),
+            negotiation_timeout: Duration::from_secs(30),
+            connections_per_ip: 256,
+            ack_request_every: 5,
+            max_unacked: 2048,
+        }
+    }
+}
+
+impl XmppConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_stanza_bytes: self.max_stanza_bytes,
+            max_depth: self.max_depth,
+            ..Limits::default()
+        }
+    }
+}
+
+/// What every connection of the line shares.
+pub struct Line {
+    pub hub: Hub,
+    pub config: XmppConfig,
+    pub tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    /// Sessions whose connection dropped and that wait to be resumed (XEP-0198), by
+    /// resumption id.
+    pub(crate) detached: Mutex<HashMap<String, session::Detached>>,
+    /// Bound resources per person on this node, so that a second connection asking for a
+    /// resource already in use gets a fresh one.
+    pub(crate) resources: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl Line {
+    pub fn new(
+        hub: Hub,
+        config: XmppConfig,
+        tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> Arc<Line> {
+        Arc::new(Line {
+            hub,
+            config,
+            tls,
+            detached: Mutex::new(HashMap::new()),
+            resources: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether one of the person's resources is bound on this node.
+    pub(crate) fn is_bound(&self, person: &switchboard_core::Address, resource: &str) -> bool {
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(person.as_str())
+            .is_some_and(|list| list.iter().any(|r| r == resource))
+    }
+
+    /// The domain of the server itself (the default realm).
+    pub fn domain(&self) -> &str {
+        self.hub.config().default_realm().as_str()
+    }
+}

@@ -1,0 +1,795 @@
+#!/usr/bin/env python3
+"""XMPP client scenarios for Switchboard, driven by a real XMPP library (slixmpp).
+
+    python3 tests/xmpp/scenarios.py <scenario> --host 127.0.0.1 --port 5222 --domain localhost \
+        --ca cert.pem --user alice:secret --user bob:secret [--http http://127.0.0.1:5280] [--timeout 20]
+
+The first --user plays "alice", the second "bob" (their names are taken from the arguments).
+Every wait is on a condition with the deadline --timeout; a failure exits non-zero with a message
+naming what was expected and what was seen. Progress goes to stderr. See README.md beside this
+file for what each scenario proves.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+from slixmpp import JID, ClientXMPP
+from slixmpp.exceptions import IqError, IqTimeout
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_MAM = "urn:xmpp:mam:2"
+AVAILABLE = ("available", "chat", "away", "xa", "dnd")
+
+T0 = time.monotonic()
+
+
+def log(text):
+    print(f"[{time.monotonic() - T0:7.3f}] {text}", file=sys.stderr, flush=True)
+
+
+class ScenarioFailure(Exception):
+    """An assertion of a scenario did not hold."""
+
+
+def check(condition, expected, seen):
+    if not condition:
+        raise ScenarioFailure(f"expected {expected}; saw {seen}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Waiting on conditions
+
+
+class Recorder:
+    """Records what a client receives and lets a scenario wait, with a deadline, until a
+    condition over the records holds."""
+
+    def __init__(self, name, timeout):
+        self.name = name
+        self.timeout = timeout
+        self.events = []  # (event name, payload), in arrival order
+        self._waiters = []  # (predicate, future)
+
+    def record(self, event, payload=None):
+        self.events.append((event, payload))
+        self.wake()
+
+    def wake(self):
+        for predicate, future in list(self._waiters):
+            if not future.done():
+                try:
+                    if predicate():
+                        future.set_result(True)
+                except Exception as e:  # a broken predicate fails the wait, not the handler
+                    future.set_exception(e)
+
+    def mark(self):
+        """A position in the records; `since(mark)` is everything recorded after it."""
+        return len(self.events)
+
+    def since(self, mark, *names):
+        return [(n, p) for n, p in self.events[mark:] if not names or n in names]
+
+    def payloads(self, name, mark=0):
+        return [p for n, p in self.events[mark:] if n == name]
+
+    async def until(self, predicate, what, seen=None):
+        """Waits until `predicate()` is true; fails naming `what` (and `seen()`) at the deadline."""
+        if predicate():
+            return
+        future = asyncio.get_running_loop().create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(future, self.timeout)
+        except asyncio.TimeoutError:
+            detail = seen() if seen else self.summary()
+            raise ScenarioFailure(
+                f"{self.name}: timed out after {self.timeout}s waiting for {what}; saw {detail}"
+            ) from None
+        finally:
+            self._waiters.remove(entry)
+
+    def summary(self, last=12):
+        return "[" + ", ".join(describe(n, p) for n, p in self.events[-last:]) + "]"
+
+
+def describe(name, payload):
+    if name == "message":
+        return f"message(from={payload['from']}, type={payload['type']}, body={payload['body']!r})"
+    if name == "presence":
+        return (f"presence(from={payload['from']}, type={payload['type']}, "
+                f"status={payload['status']!r})")
+    if name == "roster_push":
+        return "roster_push(" + ", ".join(f"{j}={s}" for j, s in payload.items()) + ")"
+    return name
+
+
+async def deadline(awaitable, timeout, what):
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise ScenarioFailure(f"timed out after {timeout}s waiting for {what}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# XMPP clients
+
+
+RECORDED_EVENTS = (
+    "session_start", "session_resumed", "auth_success", "failed_auth", "failed_all_auth",
+    "no_auth", "disconnected", "connection_failed", "ssl_invalid_chain", "stream_error",
+    "sm_enabled", "sm_failed", "session_end", "carbon_received", "carbon_sent",
+)
+SESSION_OUTCOMES = ("session_start", "session_resumed", "failed_all_auth", "no_auth",
+                    "ssl_invalid_chain", "stream_error", "disconnected", "connection_failed")
+
+
+class Context:
+    def __init__(self, args):
+        self.host = args.host
+        self.port = args.port
+        self.domain = args.domain
+        self.ca = args.ca
+        self.timeout = args.timeout
+        self.http = args.http.rstrip("/") if args.http else None
+        self.users = []  # [(name, password)], first is alice, second is bob
+        for spec in args.user:
+            name, sep, password = spec.partition(":")
+            if not sep or not name:
+                raise SystemExit(f"--user wants name:password, got {spec!r}")
+            self.users.append((name, password))
+        if len(self.users) < 2:
+            raise SystemExit("two --user arguments are needed (alice, then bob)")
+        self.clients = []
+
+    @property
+    def alice(self):
+        return self.users[0][0]
+
+    @property
+    def bob(self):
+        return self.users[1][0]
+
+    def bare(self, user):
+        return JID(f"{user}@{self.domain}")
+
+    def password(self, user):
+        return dict(self.users)[user]
+
+
+def new_client(ctx, user, resource, mech="SCRAM-SHA-256", password=None, plugins=()):
+    """A client for `user` that may only use STARTTLS, verifies the server against --ca and
+    may only use SASL mechanism `mech`. Nothing is automatic about subscriptions."""
+    jid = f"{user}@{ctx.domain}/{resource}"
+    client = ClientXMPP(jid, ctx.password(user) if password is None else password,
+                        sasl_mech=mech)
+    client.enable_direct_tls = False
+    client.enable_plaintext = False
+    client.enable_starttls = True
+    client.ca_certs = ctx.ca
+    client.auto_authorize = None
+    client.auto_subscribe = False
+    for plugin in ("xep_0030", "xep_0199", *plugins):
+        client.register_plugin(plugin)
+    client.label = f"{user}/{resource}"
+    client.mech_wanted = mech
+    rec = client.rec = Recorder(client.label, ctx.timeout)
+    for event in RECORDED_EVENTS:
+        client.add_event_handler(event, lambda payload, event=event: rec.record(event, payload))
+    client.add_event_handler("message", lambda m: rec.record("message", m))
+    client.add_event_handler("presence", lambda p: rec.record("presence", p))
+    client.add_event_handler("roster_update", lambda iq: rec.record(
+        "roster_push",
+        {str(j): item["subscription"] for j, item in iq["roster"]["items"].items()}))
+    # A certificate that does not verify must fail the scenario (slixmpp would otherwise only
+    # disconnect); handling the event means slixmpp leaves the disconnect to us.
+    client.add_event_handler("ssl_invalid_chain", lambda e: client.abort())
+    ctx.clients.append(client)
+    return client
+
+
+async def connect(ctx, client, expect="session_start"):
+    """Connects `client` and waits for the outcome `expect` (session_start, session_resumed or
+    failed_auth); on success checks that STARTTLS and the wanted SCRAM mechanism were used."""
+    rec = client.rec
+    mark = rec.mark()
+    log(f"{client.label}: connecting to {ctx.host}:{ctx.port} (STARTTLS, {client.mech_wanted})")
+    client.connect(host=ctx.host, port=ctx.port)
+    outcomes = SESSION_OUTCOMES + (("failed_auth",) if expect == "failed_auth" else ())
+    await rec.until(lambda: rec.since(mark, *outcomes), f"the connection's outcome ({expect})",
+                    seen=lambda: rec.since(mark))
+    outcome = rec.since(mark, *outcomes)[0][0]
+    if rec.since(mark, "ssl_invalid_chain"):  # may come after the disconnect it causes
+        raise ScenarioFailure(f"{client.label}: the server's certificate did not verify against "
+                              f"{ctx.ca}: {rec.since(mark, 'ssl_invalid_chain')[0][1]}")
+    if outcome in ("failed_all_auth", "no_auth") and "starttls" not in client.features:
+        raise ScenarioFailure(f"{client.label}: expected STARTTLS before SASL; the stream went "
+                              f"unencrypted (no STARTTLS offered), so SCRAM was refused")
+    offered = sorted(client.plugin["feature_mechanisms"].mech_list)
+    check(outcome == expect, f"{client.label} to reach {expect}",
+          f"{outcome} (events: {[n for n, _ in rec.since(mark)]}; "
+          f"SASL mechanisms offered: {offered})")
+    if expect == "failed_auth":
+        return
+    check("starttls" in client.features and isinstance(client.socket, ssl.SSLObject),
+          f"{client.label} to have negotiated STARTTLS",
+          f"features {sorted(client.features)}, socket {type(client.socket).__name__}")
+    used = client.plugin["feature_mechanisms"].mech.name
+    check(used == client.mech_wanted, f"SASL mechanism {client.mech_wanted}", used)
+    log(f"{client.label}: {outcome} as {client.boundjid.full} "
+        f"({client.socket.version()}, SASL {used})")
+
+
+async def start_session(ctx, client):
+    """Connects, fetches the roster and sends initial presence, like an ordinary client."""
+    await connect(ctx, client)
+    await deadline(client.get_roster(timeout=ctx.timeout), ctx.timeout,
+                   f"{client.label}'s roster")
+    mark = client.rec.mark()
+    client.send_presence()
+    # The server reflects initial presence to the sender's own resources (RFC 6121 4.2.2).
+    await client.rec.until(
+        lambda: any(p["from"] == client.boundjid and p["type"] in AVAILABLE
+                    for p in client.rec.payloads("presence", mark)),
+        f"{client.label}'s own initial presence reflected back")
+
+
+async def disconnect(ctx, client):
+    if client.transport is None:
+        return
+    mark = client.rec.mark()
+    client.disconnect()
+    await client.rec.until(lambda: client.rec.since(mark, "disconnected"),
+                           f"{client.label} to disconnect")
+
+
+async def fetch_roster(ctx, client):
+    """The server's roster for `client` as {bare jid: subscription} (a fresh, unversioned get)."""
+    iq = client.make_iq_get()
+    iq.enable("roster")
+    result = await iq.send(timeout=ctx.timeout)
+    return {str(j): item["subscription"] for j, item in result["roster"]["items"].items()}
+
+
+async def server_round_trip(ctx, client):
+    """An XEP-0199 ping to the server: when its answer comes, the server has processed
+    everything this client sent before it."""
+    await client.plugin["xep_0199"].ping(jid=JID(ctx.domain), timeout=ctx.timeout)
+
+
+async def disco_features(ctx, client, jid):
+    info = await client.plugin["xep_0030"].get_info(jid=jid, timeout=ctx.timeout)
+    return set(info["disco_info"]["features"])
+
+
+# Predicates over what a client received
+
+
+def presences_from(client, bare, mark=0):
+    return [p for p in client.rec.payloads("presence", mark) if p["from"].bare == bare]
+
+
+def has_presence(client, bare, types, mark=0, show=None, status=None):
+    return any(p["type"] in types
+               and (show is None or p["show"] == show)
+               and (status is None or p["status"] == status)
+               for p in presences_from(client, bare, mark))
+
+
+def chat_bodies_from(client, bare, mark=0):
+    return [m["body"] for m in client.rec.payloads("message", mark)
+            if m["from"].bare == bare and m["body"] and m["type"] == "chat"]
+
+
+async def wait_presence(client, bare, types, what, mark=0, show=None, status=None):
+    await client.rec.until(
+        lambda: has_presence(client, bare, types, mark, show, status), what,
+        seen=lambda: [describe("presence", p) for p in presences_from(client, bare, mark)])
+
+
+async def wait_chat(client, bare, bodies, what, mark=0):
+    """Waits until every body in `bodies` has come from `bare` as a chat message."""
+    wanted = list(bodies)
+    await client.rec.until(
+        lambda: all(b in chat_bodies_from(client, bare, mark) for b in wanted), what,
+        seen=lambda: chat_bodies_from(client, bare, mark))
+
+
+async def wait_roster_push(client, bare, subscription, what):
+    await client.rec.until(
+        lambda: any(push.get(str(bare)) == subscription
+                    for push in client.rec.payloads("roster_push")), what)
+
+
+async def make_contacts(ctx, alice, bob):
+    """alice asks bob; bob accepts and asks back; alice accepts. Both rosters end at `both`
+    and each sees the other available."""
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    log(f"contacts: {a} adds {b} to the roster and asks for a subscription")
+    await deadline(alice.update_roster(b, name=ctx.bob, timeout=ctx.timeout), ctx.timeout,
+                   f"{alice.label}'s roster set for {b}")
+    bob_mark, alice_mark = bob.rec.mark(), alice.rec.mark()
+    alice.send_presence(pto=b, ptype="subscribe")
+    await wait_presence(bob, a, ("subscribe",), f"a subscribe from {a}", bob_mark)
+    log(f"contacts: {b} got the request; answers subscribed and asks back")
+    bob.send_presence(pto=a, ptype="subscribed")
+    bob.send_presence(pto=a, ptype="subscribe")
+    await wait_presence(alice, b, ("subscribed",), f"a subscribed from {b}", alice_mark)
+    await wait_presence(alice, b, ("subscribe",), f"a subscribe from {b}", alice_mark)
+    log(f"contacts: {a} got subscribed and the request back; answers subscribed")
+    alice.send_presence(pto=b, ptype="subscribed")
+    await wait_roster_push(alice, b, "both", f"a roster push for {b} with subscription both")
+    await wait_roster_push(bob, a, "both", f"a roster push for {a} with subscription both")
+    for client, peer in ((alice, b), (bob, a)):
+        roster = await fetch_roster(ctx, client)
+        check(roster.get(str(peer)) == "both",
+              f"{client.label}'s roster to hold {peer} with subscription both", roster)
+    await wait_presence(alice, b, AVAILABLE, f"{b} available", alice_mark)
+    await wait_presence(bob, a, AVAILABLE, f"{a} available", bob_mark)
+    log("contacts: both rosters show both; each sees the other available")
+
+
+async def two_contacts(ctx, alice_resource="desk", alice_plugins=(), bob_plugins=()):
+    """Logs alice and bob in and makes them contacts."""
+    alice = new_client(ctx, ctx.alice, alice_resource, plugins=alice_plugins)
+    bob = new_client(ctx, ctx.bob, "desk", plugins=bob_plugins)
+    await start_session(ctx, alice)
+    await start_session(ctx, bob)
+    await make_contacts(ctx, alice, bob)
+    return alice, bob
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+async def scenario_login(ctx):
+    alice = new_client(ctx, ctx.alice, "login")
+    await connect(ctx, alice)
+    roster = await fetch_roster(ctx, alice)
+    check(roster == {}, f"{ctx.alice}'s roster to be empty", roster)
+    await deadline(alice.get_roster(timeout=ctx.timeout), ctx.timeout, "the roster (library)")
+    mark = alice.rec.mark()
+    alice.send_presence()
+    await alice.rec.until(
+        lambda: any(p["from"] == alice.boundjid for p in alice.rec.payloads("presence", mark)),
+        "alice's initial presence reflected back")
+    check(alice.boundjid.resource == "login", "the requested resource to be bound",
+          alice.boundjid.full)
+    await disconnect(ctx, alice)
+
+    wrong = new_client(ctx, ctx.alice, "wrong", password=ctx.password(ctx.alice) + "-wrong")
+    await connect(ctx, wrong, expect="failed_auth")
+    check(not wrong.rec.payloads("auth_success") and not wrong.rec.payloads("session_start"),
+          "no session with a wrong password", [n for n, _ in wrong.rec.events])
+    condition = wrong.rec.payloads("failed_auth")[0]["condition"]
+    check(condition == "not-authorized", "SASL <failure> with <not-authorized/>", condition)
+    log(f"{wrong.label}: the wrong password was refused ({condition})")
+    await disconnect(ctx, wrong)
+
+    sha1 = new_client(ctx, ctx.alice, "sha1", mech="SCRAM-SHA-1")
+    await connect(ctx, sha1)
+    await disconnect(ctx, sha1)
+
+
+async def scenario_contacts(ctx):
+    alice, bob = await two_contacts(ctx)
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+
+    mark = alice.rec.mark()
+    bob.send_presence(pshow="away", pstatus="Out to lunch")
+    await wait_presence(alice, b, ("away",), f"{b} away with status 'Out to lunch'", mark,
+                        show="away", status="Out to lunch")
+    log("contacts: alice saw bob away with his status text")
+
+    to_bob, to_alice = "Hello Bob, <&> ünïcødé ✓", "Hi Alice!"
+    mark = bob.rec.mark()
+    alice.send_message(mto=b, mbody=to_bob, mtype="chat")
+    await wait_chat(bob, a, [to_bob], f"alice's chat {to_bob!r}", mark)
+    mark = alice.rec.mark()
+    bob.send_message(mto=a, mbody=to_alice, mtype="chat")
+    await wait_chat(alice, b, [to_alice], f"bob's chat {to_alice!r}", mark)
+    log("contacts: chat messages crossed both ways with exact bodies")
+
+    mark = alice.rec.mark()
+    await disconnect(ctx, bob)
+    await wait_presence(alice, b, ("unavailable",), f"{b} unavailable after he left", mark)
+    log("contacts: alice saw bob go unavailable")
+    await disconnect(ctx, alice)
+
+
+async def scenario_resume(ctx):
+    alice, bob = await two_contacts(ctx, bob_plugins=("xep_0198",))
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    sm = bob.plugin["xep_0198"]
+    await bob.rec.until(lambda: bob.rec.payloads("sm_enabled") or bob.rec.payloads("sm_failed"),
+                        "stream management to be enabled")
+    check(bob.rec.payloads("sm_enabled") and sm.sm_id,
+          "<enabled resume='true' id=...> for bob",
+          f"sm_failed={bool(bob.rec.payloads('sm_failed'))}, id={sm.sm_id!r}")
+    log(f"resume: bob has stream management with resumption (id {sm.sm_id})")
+
+    bodies = [f"resume-{n:02d}" for n in range(1, 26)]
+    for body in bodies[:10]:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    await wait_chat(bob, a, bodies[:10], "messages 1-10")
+    sm.send_ack()
+    await server_round_trip(ctx, bob)  # the server has read bob's <a/> before the drop
+    log(f"resume: bob received 1-10 and acknowledged h={sm.handled}; dropping his TCP connection")
+
+    mark = bob.rec.mark()
+    bob.transport.abort()
+    await bob.rec.until(lambda: bob.rec.since(mark, "disconnected"), "bob's connection to drop")
+    check(not bob.rec.since(mark, "session_end"), "the SM session kept over the drop",
+          "session_end")
+
+    for body in bodies[10:20]:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    await server_round_trip(ctx, alice)  # the server has taken 11-20 before bob comes back
+    log("resume: alice sent 11-20 while bob was away; bob reconnects")
+
+    mark = bob.rec.mark()
+    await connect(ctx, bob, expect="session_resumed")
+    check(not bob.rec.since(mark, "session_start"), "the stream resumed, not a new session",
+          "session_start")
+    await wait_chat(bob, a, bodies[:20], "messages 1-20 after resumption")
+    log("resume: resumed; bob has 1-20; alice sends 21-25")
+
+    for body in bodies[20:]:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    alice.send_message(mto=b, mbody="resume-end", mtype="chat")
+    await wait_chat(bob, a, ["resume-end"], "the closing message")
+    got = [x for x in chat_bodies_from(bob, a) if x != "resume-end"]
+    check(got == bodies, f"bob to hold exactly {bodies[0]}..{bodies[-1]}, once each, in order",
+          got)
+    log("resume: bob got each of the 25 messages exactly once, in order")
+    await disconnect(ctx, bob)
+    await disconnect(ctx, alice)
+
+
+def mam_bodies(page):
+    return [r["mam_result"]["forwarded"]["stanza"]["body"] for r in page["mam"]["results"]]
+
+
+async def scenario_mam(ctx):
+    alice, bob = await two_contacts(ctx)
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    bodies = [f"mam-{n:02d}" for n in range(1, 16)]
+    for body in bodies:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    await wait_chat(bob, a, bodies, "the 15 messages")
+    log("mam: bob received 15 messages; a fresh alice client reads her archive")
+
+    reader = new_client(ctx, ctx.alice, "archive", plugins=("xep_0313",))
+    await connect(ctx, reader)
+    features = await disco_features(ctx, reader, a)
+    check(NS_MAM in features, f"{NS_MAM} among the disco#info features of {a}", sorted(features))
+    mam = reader.plugin["xep_0313"]
+
+    got, after, pages = [], None, 0
+    while True:
+        rsm = {"max": 5} if after is None else {"max": 5, "after": after}
+        page = await deadline(mam.retrieve(with_jid=b, rsm=rsm, timeout=ctx.timeout),
+                              ctx.timeout, f"MAM page {pages + 1}")
+        pages += 1
+        page_bodies = mam_bodies(page)
+        fin = page["mam_fin"]
+        log(f"mam: page {pages}: {page_bodies} complete={fin['complete']} "
+            f"first={fin['rsm']['first']!r} last={fin['rsm']['last']!r}")
+        check(len(page_bodies) <= 5, "at most 5 results per page", page_bodies)
+        got += page_bodies
+        if str(fin["complete"]).lower() in ("true", "1"):
+            break
+        check(page_bodies, "a page with results or <fin complete='true'>", "an empty page")
+        check(pages < 5, "the archive to end within 4 pages", f"{pages} pages: {got}")
+        after = fin["rsm"]["last"]
+    check(got == bodies, "the archive with bob to hold the 15 bodies in order, once each", got)
+
+    last_page = mam.retrieve(with_jid=b, iterator=True, reverse=True, rsm={"max": 5})
+    try:
+        page = await deadline(last_page.next(), ctx.timeout, "the last MAM page")
+    except StopAsyncIteration:
+        raise ScenarioFailure("expected the last page (<before/>) to hold 5 results; "
+                              "the server answered with an error or an empty page") from None
+    newest = mam_bodies(page)
+    check(newest == bodies[-5:], "the last page (<before/>, max 5) to hold the newest 5 in order",
+          newest)
+    log("mam: all 15 in order over RSM pages of 5; the last page holds the newest 5")
+    for client in (reader, bob, alice):
+        await disconnect(ctx, client)
+
+
+def carbon_inner(msg, kind):
+    return msg[kind]  # the forwarded <message/> inside <received/> or <sent/>
+
+
+async def scenario_carbons(ctx):
+    phone, bob = await two_contacts(ctx, "phone", alice_plugins=("xep_0280",))
+    laptop = new_client(ctx, ctx.alice, "laptop", plugins=("xep_0280",))
+    await start_session(ctx, laptop)
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    features = await disco_features(ctx, phone, JID(ctx.domain))
+    check(NS_CARBONS in features, f"{NS_CARBONS} among the server's disco#info features",
+          sorted(features))
+    for client in (phone, laptop):
+        await deadline(client.plugin["xep_0280"].enable(timeout=ctx.timeout), ctx.timeout,
+                       f"{client.label} to enable carbons")
+    log("carbons: enabled on alice/phone and alice/laptop")
+
+    def got_incoming(client, body, mark):
+        direct = [m for m in client.rec.payloads("message", mark)
+                  if m["from"].bare == b and m["body"] == body]
+        carbons = [m for m in client.rec.payloads("carbon_received", mark)
+                   if carbon_inner(m, "carbon_received")["from"].bare == b
+                   and carbon_inner(m, "carbon_received")["body"] == body]
+        return direct or carbons
+
+    incoming = "to both of alice's devices"
+    marks = {c: c.rec.mark() for c in (phone, laptop)}
+    bob.send_message(mto=a, mbody=incoming, mtype="chat")
+    for client in (phone, laptop):
+        await client.rec.until(lambda c=client: got_incoming(c, incoming, marks[c]),
+                               f"bob's {incoming!r} (directly or as a received carbon)")
+        how = ("received carbon" if client.rec.payloads("carbon_received", marks[client])
+               else "directly")
+        log(f"carbons: {client.label} got bob's message {how}")
+
+    # A message to one full JID is copied to the other carbon-enabled resource.
+    only_phone = "to alice's phone only"
+    marks = {c: c.rec.mark() for c in (phone, laptop)}
+    bob.send_message(mto=phone.boundjid, mbody=only_phone, mtype="chat")
+    await wait_chat(phone, b, [only_phone], f"bob's {only_phone!r} directly", marks[phone])
+
+    def received_carbon():
+        return [m for m in laptop.rec.payloads("carbon_received", marks[laptop])
+                if carbon_inner(m, "carbon_received")["body"] == only_phone]
+
+    await laptop.rec.until(received_carbon, f"a received carbon of {only_phone!r}")
+    inner = carbon_inner(received_carbon()[0], "carbon_received")
+    check(inner["from"].bare == b and inner["to"] == phone.boundjid,
+          f"the received carbon to show {b} -> {phone.boundjid}",
+          f"{inner['from']} -> {inner['to']}")
+    check(only_phone not in chat_bodies_from(laptop, b, marks[laptop]),
+          f"{laptop.label} to get {only_phone!r} only as a carbon", "it directly as well")
+    log("carbons: bob's message to alice/phone reached alice/laptop as a received carbon")
+
+    outgoing = "sent from the phone"
+    laptop_mark, bob_mark = laptop.rec.mark(), bob.rec.mark()
+    phone.send_message(mto=b, mbody=outgoing, mtype="chat")
+
+    def sent_carbon():
+        return [m for m in laptop.rec.payloads("carbon_sent", laptop_mark)
+                if carbon_inner(m, "carbon_sent")["body"] == outgoing]
+
+    await laptop.rec.until(sent_carbon, f"a sent carbon of {outgoing!r}")
+    inner = carbon_inner(sent_carbon()[0], "carbon_sent")
+    check(inner["to"].bare == b and inner["from"] == phone.boundjid,
+          f"the sent carbon to show {phone.boundjid} -> {b}", f"{inner['from']} -> {inner['to']}")
+    await wait_chat(bob, a, [outgoing], f"alice's {outgoing!r}", bob_mark)
+    log("carbons: alice/laptop got the sent carbon; bob got the message")
+    for client in (laptop, phone, bob):
+        await disconnect(ctx, client)
+
+
+# ---------------------------------------------------------------------------------------------
+# The web line (HTTP JSON API and long-poll), standard library only
+
+
+class WebClient:
+    """bob on the web line: bearer login, one long-poll session, events recorded."""
+
+    POLL_SECONDS = 5
+
+    def __init__(self, ctx, user):
+        self.ctx = ctx
+        self.user = user
+        self.token = None
+        self.session = None
+        self.position = 0
+        self.rec = Recorder(f"{user} (web)", ctx.timeout)
+        self.poller = None
+        self.stopping = False
+
+    def _request(self, method, path, body=None, timeout=None):
+        headers = {"accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["content-type"] = "application/json"
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.ctx.http + path, data=data, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.ctx.timeout) as resp:
+                status, text = resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode(errors="replace")
+        except OSError as e:  # refused, reset, timed out: no HTTP answer at all
+            return 0, f"no answer: {e}"
+        try:
+            return status, (json.loads(text) if text.strip() else None)
+        except ValueError:
+            return status, text
+
+    async def call(self, method, path, body=None, expect=(200,), timeout=None):
+        status, answer = await asyncio.to_thread(self._request, method, path, body, timeout)
+        check(status in expect, f"{method} {path} to answer {expect}", f"{status} {answer}")
+        return answer
+
+    async def login(self, password):
+        answer = await self.call("POST", "/api/v1/login", {"user": self.user, "password": password})
+        check(answer.get("token"), "a bearer token from /api/v1/login", answer)
+        self.token = answer["token"]
+        opened = await self.call("POST", "/api/v1/sessions", expect=(201,))
+        self.session, self.position = opened["session"], opened.get("position", 0)
+        log(f"web: {answer.get('user')} logged in; session {self.session} at {self.position}")
+        await self.call("PUT", f"/api/v1/sessions/{self.session}/presence",
+                        {"show": "available"}, expect=(204,))
+        self.poller = asyncio.create_task(self._poll_forever())
+
+    async def _poll_forever(self):
+        path = f"/api/v1/sessions/{self.session}/events"
+        while not self.stopping:
+            query = urllib.parse.urlencode({"after": self.position, "timeout": self.POLL_SECONDS})
+            status, answer = await asyncio.to_thread(
+                self._request, "GET", f"{path}?{query}", None, self.POLL_SECONDS + self.ctx.timeout)
+            if self.stopping:
+                return
+            if status != 200 or not isinstance(answer, dict):
+                self.rec.record("poll_error", f"{status} {answer}")
+                return
+            for event in answer.get("events", []):
+                self.rec.record("web_event", event)
+            self.position = answer.get("position", self.position)
+
+    def events(self, kind, mark=0):
+        return [e for e in self.rec.payloads("web_event", mark) if e.get("type") == kind]
+
+    async def until_event(self, predicate, what, kind, mark=0):
+        def seen():
+            errors = self.rec.payloads("poll_error")
+            return errors or [e for e in self.rec.payloads("web_event", mark)][-12:]
+        await self.rec.until(
+            lambda: self.rec.payloads("poll_error") or any(predicate(e) for e in self.events(kind, mark)),
+            what, seen=seen)
+        errors = self.rec.payloads("poll_error")
+        check(not errors, f"the long-poll to keep answering 200 while waiting for {what}", errors)
+
+    async def close(self):
+        self.stopping = True
+        if self.session:
+            await self.call("DELETE", f"/api/v1/sessions/{self.session}", expect=(204, 410))
+        if self.poller:
+            await deadline(self.poller, self.POLL_SECONDS + self.ctx.timeout, "the long-poll to end")
+
+
+async def scenario_web(ctx):
+    if not ctx.http:
+        raise SystemExit("the web scenario needs --http")
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    alice = new_client(ctx, ctx.alice, "desk")
+    await start_session(ctx, alice)
+    web = WebClient(ctx, ctx.bob)
+    await web.login(ctx.password(ctx.bob))
+
+    # Accepting on the web grants both directions; should the server still ask alice over
+    # XMPP, she says yes.
+    def answer_subscribe(p):
+        if p["from"].bare == b and p["type"] == "subscribe":
+            alice.send_presence(pto=b, ptype="subscribed")
+    alice.add_event_handler("presence_subscribe", answer_subscribe)
+
+    log(f"web: {a} (XMPP) asks {b} (web) for a subscription")
+    await deadline(alice.update_roster(b, name=ctx.bob, timeout=ctx.timeout), ctx.timeout,
+                   f"alice's roster set for {b}")
+    alice_mark, web_mark = alice.rec.mark(), web.rec.mark()
+    alice.send_presence(pto=b, ptype="subscribe")
+    await web.until_event(lambda e: e.get("peer") == str(a) and e.get("from") == "pending",
+                          f"a contact event from {a} with from=pending", "contact", web_mark)
+    await web.call("POST", f"/api/v1/contacts/{urllib.parse.quote(str(a))}/accept", expect=(204,))
+    log("web: bob saw the request and accepted it over HTTP")
+    await wait_presence(alice, b, ("subscribed",), f"a subscribed from {b}", alice_mark)
+    await wait_roster_push(alice, b, "both", f"a roster push for {b} with subscription both")
+    await wait_presence(alice, b, AVAILABLE, f"{b} available over XMPP", alice_mark)
+    await web.until_event(lambda e: e.get("from") == str(a) and e.get("show") == "available",
+                          f"a presence event: {a} available", "presence", web_mark)
+    contacts = (await web.call("GET", "/api/v1/contacts"))["contacts"]
+    entry = [c for c in contacts if c.get("address") == str(a)]
+    check(entry and entry[0]["to"] == "accepted" and entry[0]["from"] == "accepted",
+          f"bob's web contact list to hold {a} accepted both ways", contacts)
+    log("web: each sees the other available")
+
+    to_bob = "from XMPP to the web ✓"
+    web_mark = web.rec.mark()
+    alice.send_message(mto=b, mbody=to_bob, mtype="chat")
+    await web.until_event(lambda e: e.get("from") == str(a) and e.get("body") == to_bob,
+                          f"a message event from {a} with body {to_bob!r}", "message", web_mark)
+    event = [e for e in web.events("message", web_mark) if e.get("body") == to_bob][0]
+    log(f"web: bob got alice's XMPP message in conversation {event.get('conversation')}")
+
+    conversation = await web.call("POST", "/api/v1/conversations", {"with": str(a)})
+    check(conversation.get("id") == event.get("conversation"),
+          "the direct conversation to be the one alice's message came in",
+          f"{conversation.get('id')} vs {event.get('conversation')}")
+    to_alice = "from the web to XMPP <&>"
+    alice_mark = alice.rec.mark()
+    ack = await web.call("POST", f"/api/v1/conversations/{conversation['id']}/messages",
+                         {"client_id": str(uuid.uuid4()), "body": to_alice}, expect=(201,))
+    await wait_chat(alice, b, [to_alice], f"bob's web message {to_alice!r} over XMPP", alice_mark)
+    msg = [m for m in alice.rec.payloads("message", alice_mark) if m["body"] == to_alice][0]
+    log(f"web: alice got bob's web message (seq {ack.get('seq')}) from {msg['from']}")
+    await web.close()
+    await disconnect(ctx, alice)
+
+
+SCENARIOS = {
+    "login": scenario_login,
+    "contacts": scenario_contacts,
+    "resume": scenario_resume,
+    "mam": scenario_mam,
+    "carbons": scenario_carbons,
+    "web": scenario_web,
+}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--domain", required=True)
+    p.add_argument("--ca", required=True, help="PEM certificate to trust for the server")
+    p.add_argument("--user", action="append", required=True, help="name:password (alice, then bob)")
+    p.add_argument("--http", help="base URL of the web line, for the web scenario")
+    p.add_argument("--timeout", type=float, default=20.0, help="deadline of every wait, seconds")
+    p.add_argument("--debug", action="store_true", help="slixmpp debug logging (every stanza)")
+    return p.parse_args(argv)
+
+
+async def run(ctx, scenario):
+    try:
+        await SCENARIOS[scenario](ctx)
+    finally:
+        for client in ctx.clients:  # leave no connection behind, cleanly or not
+            if client.transport is not None:
+                client.abort()
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx = Context(args)
+    log(f"scenario {args.scenario}: {ctx.alice} and {ctx.bob} at {ctx.domain} "
+        f"via {ctx.host}:{ctx.port}, timeout {ctx.timeout}s")
+    try:
+        asyncio.run(run(ctx, args.scenario))
+    except ScenarioFailure as e:
+        log(f"FAIL {args.scenario}: {e}")
+        return 1
+    except IqError as e:
+        error = e.iq["error"]
+        log(f"FAIL {args.scenario}: expected an IQ result; saw an error from {e.iq['from']}: "
+            f"{error['type']}/{error['condition']} {error['text']!r} in {str(e.iq)[:400]}")
+        return 1
+    except IqTimeout as e:
+        log(f"FAIL {args.scenario}: expected an IQ answer within {ctx.timeout}s; saw none for "
+            f"{str(e.iq)[:400]}")
+        return 1
+    log(f"PASS {args.scenario}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
