@@ -21,6 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import xml.etree.ElementTree as ET
 
 from slixmpp import JID, ClientXMPP
 from slixmpp.exceptions import IqError, IqTimeout
@@ -457,6 +458,35 @@ async def scenario_resume(ctx):
     await disconnect(ctx, alice)
 
 
+async def scenario_unacked(ctx):
+    """Stanzas a client never acknowledged are not lost with its connection: a new session
+    (not a resumption) gets them from the message cache, once each."""
+    alice, bob = await two_contacts(ctx, bob_plugins=("xep_0198",))
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    sm = bob.plugin["xep_0198"]
+    await bob.rec.until(lambda: bob.rec.payloads("sm_enabled"), "stream management to be enabled")
+    sm.send_ack = lambda: None  # this client reads but never acknowledges
+    bodies = [f"unacked-{n}" for n in range(1, 6)]
+    for body in bodies:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    await wait_chat(bob, a, bodies, "the 5 messages (read, never acknowledged)")
+    mark = bob.rec.mark()
+    bob.transport.abort()
+    await bob.rec.until(lambda: bob.rec.since(mark, "disconnected"), "bob's connection to drop")
+    log("unacked: bob read 5 messages without acknowledging them and lost his connection")
+
+    phone = new_client(ctx, ctx.bob, "phone")
+    await start_session(ctx, phone)
+    await wait_chat(phone, a, bodies, "the 5 unacknowledged messages in a new session")
+    alice.send_message(mto=b, mbody="unacked-end", mtype="chat")
+    await wait_chat(phone, a, ["unacked-end"], "a later message")
+    got = [x for x in chat_bodies_from(phone, a) if x != "unacked-end"]
+    check(got == bodies, "each unacknowledged message once, in order, in the new session", got)
+    log("unacked: the new session got all 5 from the message cache, once each")
+    for client in (phone, alice):
+        await disconnect(ctx, client)
+
+
 def mam_bodies(page):
     return [r["mam_result"]["forwarded"]["stanza"]["body"] for r in page["mam"]["results"]]
 
@@ -578,6 +608,74 @@ async def scenario_carbons(ctx):
     await wait_chat(bob, a, [outgoing], f"alice's {outgoing!r}", bob_mark)
     log("carbons: alice/laptop got the sent carbon; bob got the message")
     for client in (laptop, phone, bob):
+        await disconnect(ctx, client)
+
+
+NS_NICK = "http://jabber.org/protocol/nick"
+
+
+def nicknames(items):
+    """The nicknames in a pubsub items result."""
+    return [item["payload"].text for item in items["pubsub"]["items"]
+            if item["payload"] is not None and item["payload"].tag == f"{{{NS_NICK}}}nick"]
+
+
+async def scenario_pep(ctx):
+    plugins = ("xep_0060", "xep_0163", "xep_0172")
+    alice = new_client(ctx, ctx.alice, "desk", plugins=plugins)
+    bob = new_client(ctx, ctx.bob, "desk", plugins=plugins)
+    for client in (alice, bob):
+        await start_session(ctx, client)
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    features = await disco_features(ctx, alice, JID(a))
+    check("http://jabber.org/protocol/pubsub#publish" in features,
+          "pubsub#publish among the account's disco#info features", sorted(features))
+
+    await deadline(alice.plugin["xep_0172"].publish_nick("Alice Liddell", timeout=ctx.timeout),
+                   ctx.timeout, "alice to publish her nickname")
+    log("pep: alice published her nickname")
+    # Not a contact yet: bob may not read it, and it reads like no node at all.
+    try:
+        await bob.plugin["xep_0060"].get_items(JID(a), NS_NICK, timeout=ctx.timeout)
+        raise ScenarioFailure("expected item-not-found for a stranger reading alice's nickname")
+    except IqError as e:
+        check(e.iq["error"]["condition"] == "item-not-found",
+              "item-not-found for a stranger", e.iq["error"]["condition"])
+    log("pep: a stranger cannot read it")
+
+    await make_contacts(ctx, alice, bob)
+    nicks = []
+    bob.add_event_handler("user_nick_publish",
+                          lambda msg: (nicks.append(msg["pubsub_event"]["items"]["item"]["nick"]["nick"]),
+                                       bob.rec.record("nick")))
+    items = await bob.plugin["xep_0060"].get_items(JID(a), NS_NICK, timeout=ctx.timeout)
+    got = nicknames(items)
+    check(got == ["Alice Liddell"], "bob to read alice's nickname as a contact", got)
+    log("pep: bob reads it as a contact")
+
+    await deadline(alice.plugin["xep_0172"].publish_nick("Alice in Wonderland",
+                                                         timeout=ctx.timeout),
+                   ctx.timeout, "alice to publish a new nickname")
+    await bob.rec.until(lambda: "Alice in Wonderland" in nicks,
+                        "a PEP notification of alice's new nickname", seen=lambda: nicks)
+    log("pep: bob was notified of the new nickname")
+    try:
+        await bob.plugin["xep_0060"].publish(JID(a), NS_NICK, payload=ET.fromstring(
+            f"<nick xmlns='{NS_NICK}'>mallory</nick>"), timeout=ctx.timeout)
+        raise ScenarioFailure("expected bob's publish to alice's node to be refused")
+    except IqError as e:
+        check(e.iq["error"]["condition"] == "forbidden", "forbidden for a publish to another's node",
+              e.iq["error"]["condition"])
+
+    # Kept in the store: a new session of alice's reads the newest one back.
+    await disconnect(ctx, alice)
+    again = new_client(ctx, ctx.alice, "again", plugins=plugins)
+    await start_session(ctx, again)
+    items = await again.plugin["xep_0060"].get_items(JID(a), NS_NICK, timeout=ctx.timeout)
+    got = nicknames(items)
+    check(got == ["Alice in Wonderland"], "the newest nickname only, kept across sessions", got)
+    log("pep: the node keeps the newest item across sessions")
+    for client in (again, bob):
         await disconnect(ctx, client)
 
 
@@ -740,6 +838,8 @@ SCENARIOS = {
     "mam": scenario_mam,
     "carbons": scenario_carbons,
     "web": scenario_web,
+    "pep": scenario_pep,
+    "unacked": scenario_unacked,
 }
 
 

@@ -581,6 +581,16 @@ pub struct SessionRecord {
     pub acked: Pos,
 }
 
+/// An item a person published about themselves (an XMPP PEP item): an avatar, an OMEMO
+/// device list or bundle, a nickname. The payload is kept as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalItem {
+    pub node: String,
+    pub id: String,
+    pub payload: String,
+    pub updated_at: Millis,
+}
+
 /// Which cursor a receipt reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -633,6 +643,16 @@ pub struct TypingUpdate {
     pub state: Typing,
 }
 
+/// A person published, replaced or retracted an item about themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemUpdate {
+    pub owner: Address,
+    pub node: String,
+    pub id: String,
+    /// `None`: the item was retracted.
+    pub payload: Option<String>,
+}
+
 /// What the hub sends to a session. Durable events carry a journal position; the others are
 /// live only and are replaced by a snapshot on resumption.
 ///
@@ -649,6 +669,8 @@ pub enum Event {
     Relayed(Arc<RelayedMessage>),
     /// The person was added to a confidential conversation (which has no durable record).
     Confidential(Arc<Conversation>),
+    /// A contact (or the person) published or retracted a personal item.
+    Item(Arc<ItemUpdate>),
 }
 
 impl Event {

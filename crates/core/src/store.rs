@@ -92,6 +92,31 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `author` has sent at least one message in `conversation`.
     async fn has_written(&self, author: UserId, conversation: ConversationId) -> StoreResult<bool>;
 
+    // --- personal items (XMPP PEP) ---
+    /// Stores an item (replacing one with the same id), keeping at most `keep` newest items
+    /// of the node.
+    async fn put_personal_item(
+        &self,
+        owner: UserId,
+        item: PersonalItem,
+        keep: usize,
+    ) -> StoreResult<()>;
+    /// The newest `limit` items of a node, newest first.
+    async fn personal_items(
+        &self,
+        owner: UserId,
+        node: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<PersonalItem>>;
+    /// Removes one item, or the whole node when `item` is `None`. Returns whether anything
+    /// was removed.
+    async fn delete_personal_item(
+        &self,
+        owner: UserId,
+        node: &str,
+        item: Option<&str>,
+    ) -> StoreResult<bool>;
+
     // --- sessions ---
     async fn put_session(&self, session: SessionRecord) -> StoreResult<()>;
     async fn session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;

@@ -632,6 +632,7 @@ impl Config {
             max_stanza_bytes: self.xmpp.max_stanza_bytes,
             resume_timeout: self.xmpp.resume_timeout,
             connections_per_ip: self.xmpp.connections_per_ip,
+            http_secure: self.http.secure_cookies,
             ..switchboard_xmpp::XmppConfig::default()
         }
     }

@@ -104,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
 
     let (stop_xmpp, mut xmpp_stopping) = watch::channel(false);
+    let mut xmpp_routes = axum::Router::new();
     if let Some((starttls, direct)) = xmpp_listeners {
         let identity =
             match switchboard_xmpp::tls::load_or_generate(&switchboard_xmpp::tls::TlsSettings {
@@ -130,6 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "XMPP clients served"
         );
         let line = switchboard_xmpp::Line::new(hub.clone(), config.xmpp_config(), identity.config);
+        xmpp_routes = switchboard_xmpp::http_routes(line.clone());
         tokio::spawn(switchboard_xmpp::serve(
             line,
             starttls,
@@ -141,10 +143,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let (stop_web, mut web_stopping) = watch::channel(false);
-    let mut web = tokio::spawn(switchboard_web::serve(
+    let mut web = tokio::spawn(switchboard_web::serve_with(
         listener,
         hub.clone(),
         config.web_config(),
+        xmpp_routes,
         async move {
             let _ = web_stopping.wait_for(|stop| *stop).await;
         },

@@ -95,6 +95,16 @@ async fn a_web_user_and_an_xmpp_user_talk_and_see_each_other() {
     scenario("web").await;
 }
 
+#[tokio::test]
+async fn unacknowledged_messages_reach_the_next_session() {
+    scenario("unacked").await;
+}
+
+#[tokio::test]
+async fn personal_eventing_publishes_to_contacts_only() {
+    scenario("pep").await;
+}
+
 // ---- stream limits, on a raw socket ----
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' \

@@ -153,6 +153,7 @@ conformance!(
         case_cursors_only_move_forward,
         case_sessions,
         case_concurrent_appends,
+        case_personal_items,
     ],
     harness: [case_reopen_keeps_everything],
 );
@@ -1426,6 +1427,100 @@ async fn case_sessions(store: Arc<dyn Store>) {
 
 /// Many writers at once: group commit must still give every message its own number and
 /// position, and every caller its own answer.
+async fn case_personal_items(store: Arc<dyn Store>) {
+    let alice = user(&store, "alice@example.org").await;
+    let bob = user(&store, "bob@example.org").await;
+    let item = |node: &str, id: &str, payload: &str, at: Millis| PersonalItem {
+        node: node.into(),
+        id: id.into(),
+        payload: payload.into(),
+        updated_at: at,
+    };
+    let avatar = "urn:xmpp:avatar:metadata";
+    store
+        .put_personal_item(alice.id, item(avatar, "a1", "<one/>", 1), 1)
+        .await
+        .unwrap();
+    store
+        .put_personal_item(bob.id, item(avatar, "b1", "<bob/>", 1), 1)
+        .await
+        .unwrap();
+    // A node that keeps one item: the newer replaces the older.
+    store
+        .put_personal_item(alice.id, item(avatar, "a2", "<two/>", 2), 1)
+        .await
+        .unwrap();
+    let items = store.personal_items(alice.id, avatar, 10).await.unwrap();
+    assert_eq!(items, vec![item(avatar, "a2", "<two/>", 2)]);
+    // Same id: replaced in place; a node keeping several keeps them newest first.
+    let devices = "eu.siacs.conversations.axolotl.devicelist";
+    for (id, at) in [("x", 1), ("y", 2), ("x", 3)] {
+        store
+            .put_personal_item(alice.id, item(devices, id, &format!("<v{at}/>"), at), 10)
+            .await
+            .unwrap();
+    }
+    let items = store.personal_items(alice.id, devices, 10).await.unwrap();
+    assert_eq!(
+        items,
+        vec![
+            item(devices, "x", "<v3/>", 3),
+            item(devices, "y", "<v2/>", 2)
+        ]
+    );
+    assert_eq!(
+        store
+            .personal_items(alice.id, devices, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Deleting one item, then a whole node; others' items stay.
+    assert!(
+        store
+            .delete_personal_item(alice.id, devices, Some("y"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_personal_item(alice.id, devices, Some("y"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_personal_item(alice.id, avatar, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .personal_items(alice.id, avatar, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .personal_items(bob.id, avatar, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // They go with the account.
+    assert!(store.delete_account(bob.id).await.unwrap());
+    assert!(
+        store
+            .personal_items(bob.id, avatar, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn case_concurrent_appends(store: Arc<dyn Store>) {
     let alice = user(&store, "alice@example.org").await;
     let bob = user(&store, "bob@example.org").await;

@@ -178,15 +178,41 @@ pub async fn serve(
     config: WebConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, hub, config, Router::new(), shutdown).await
+}
+
+/// Serves the web line together with other lines' HTTP routes (XMPP over WebSocket and
+/// BOSH), on one listener with one connection limit. Those routes find the client's address
+/// as a `SocketAddr` request extension.
+pub async fn serve_with(
+    listener: TcpListener,
+    hub: Hub,
+    config: WebConfig,
+    others: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = listener::LimitedListener::new(
         listener,
         config.connections_per_ip,
         hub.metrics().connections.clone(),
     );
-    let app = router(hub, config).into_make_service_with_connect_info::<listener::PeerAddr>();
+    let others = others.layer(axum::middleware::from_fn(client_address));
+    let app = router(hub, config)
+        .merge(others)
+        .into_make_service_with_connect_info::<listener::PeerAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Puts the client's address in the request extensions for routes of other lines.
+async fn client_address(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<listener::PeerAddr>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    request.extensions_mut().insert(peer.0);
+    next.run(request).await
 }
 
 #[cfg(test)]

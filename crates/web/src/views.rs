@@ -208,5 +208,12 @@ pub fn event(e: &Event) -> Value {
         Event::Confidential(c) => {
             json!({"type": "confidential", "conversation": conversation(c)})
         }
+        Event::Item(i) => json!({
+            "type": "item",
+            "from": i.owner,
+            "node": i.node,
+            "id": i.id,
+            "payload": i.payload,
+        }),
     }
 }

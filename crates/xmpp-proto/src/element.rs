@@ -169,6 +169,24 @@ impl Element {
         }
     }
 
+    /// The children, mutable.
+    pub fn nodes_mut(&mut self) -> &mut [Node] {
+        &mut self.nodes
+    }
+
+    /// Moves this element and every descendant in namespace `from` to namespace `to` (BOSH
+    /// stanzas that inherited the wrapper's namespace are `jabber:client` stanzas).
+    pub fn rename_ns(&mut self, from: &str, to: &str) {
+        if self.ns == from {
+            self.ns = to.to_string();
+        }
+        for node in &mut self.nodes {
+            if let Node::Element(child) = node {
+                child.rename_ns(from, to);
+            }
+        }
+    }
+
     /// Serialize as a standalone XML fragment; the root always declares its namespace.
     pub fn to_xml(&self) -> String {
         let mut out = String::new();

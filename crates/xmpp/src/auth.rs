@@ -9,6 +9,7 @@ use switchboard_xmpp_proto::Element;
 
 use crate::Line;
 use crate::sasl::{self, Mechanism, SaslError, ScramServer};
+use crate::session::{Incoming, Transport};
 use crate::stanza::NS_SASL;
 
 /// The mechanisms offered, strongest first.
@@ -18,13 +19,113 @@ pub const MECHANISMS: [Mechanism; 3] = [
     Mechanism::Plain,
 ];
 
-/// The `<mechanisms/>` stream feature.
-pub fn mechanisms_feature() -> Element {
-    let mut el = Element::new("mechanisms", NS_SASL);
-    for m in MECHANISMS {
-        el.append_child(Element::new("mechanism", NS_SASL).with_text(m.name()));
+/// The negotiation every transport goes through once it carries a secure stream: stream
+/// opening with SASL features, the exchange, the restart with the features of a logged-in
+/// stream. Returns the principal, or `None` when the stream ended (it was answered already).
+pub async fn negotiate<T: Transport>(line: &Line, t: &mut T, client: &str) -> Option<Principal> {
+    let outcome = tokio::time::timeout(line.config.negotiation_timeout, async {
+        expect_open(line, t).await?;
+        let secure = t.secure();
+        let mut mechanisms = Element::new("mechanisms", NS_SASL);
+        for m in MECHANISMS
+            .into_iter()
+            .filter(|m| secure || *m != Mechanism::Plain)
+        {
+            mechanisms.append_child(Element::new("mechanism", NS_SASL).with_text(m.name()));
+        }
+        let features =
+            Element::new("features", switchboard_xmpp_proto::NS_STREAMS).with_child(mechanisms);
+        t.open(Some(features)).await.ok()?;
+        let mut exchange = Exchange::default();
+        let mut failures = 0;
+        let principal = loop {
+            let el = match t.read().await {
+                Incoming::Stanza(el) if el.ns() == NS_SASL => el,
+                Incoming::Stanza(_) => {
+                    t.close(Some((
+                        "not-authorized",
+                        Some("authenticate with SASL first"),
+                    )))
+                    .await;
+                    return None;
+                }
+                Incoming::Open { .. } => {
+                    t.close(Some(("bad-format", Some("the stream was already opened"))))
+                        .await;
+                    return None;
+                }
+                Incoming::Close => {
+                    t.close(None).await;
+                    return None;
+                }
+                Incoming::Gone => return None,
+                Incoming::Error(e) => {
+                    t.close(Some((e.condition(), Some(e.text())))).await;
+                    return None;
+                }
+            };
+            match exchange.step(line, &el, secure, client).await {
+                Step::Continue(reply) => t.write(&[reply.to_xml()]).await.ok()?,
+                Step::Success(reply, principal) => {
+                    t.restart();
+                    if t.write(&[reply.to_xml()]).await.is_err() {
+                        let _ = line.hub.logout(&principal).await;
+                        return None;
+                    }
+                    break principal;
+                }
+                Step::Failure(reply) => {
+                    t.write(&[reply.to_xml()]).await.ok()?;
+                    failures += 1;
+                    if failures >= 5 {
+                        t.close(Some(("policy-violation", Some("too many failed attempts"))))
+                            .await;
+                        return None;
+                    }
+                }
+            }
+        };
+        let reopened = expect_open(line, t).await.is_some()
+            && t.open(Some(crate::session::features_after_auth()))
+                .await
+                .is_ok();
+        if !reopened {
+            let _ = line.hub.logout(&principal).await;
+            return None;
+        }
+        Some(principal)
+    })
+    .await;
+    match outcome {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            t.close(Some((
+                "connection-timeout",
+                Some("authentication took too long"),
+            )))
+            .await;
+            None
+        }
     }
-    el
+}
+
+/// Reads the client's stream opening and checks it is for this server.
+async fn expect_open<T: Transport>(line: &Line, t: &mut T) -> Option<()> {
+    let problem = match t.read().await {
+        Incoming::Open { to } => match to {
+            Some(to) if !line.hub.config().serves(&to.to_ascii_lowercase()) => {
+                ("host-unknown", format!("this server does not serve {to}"))
+            }
+            _ => return Some(()),
+        },
+        Incoming::Gone | Incoming::Close => return None,
+        Incoming::Error(e) => (e.condition(), e.text().to_string()),
+        Incoming::Stanza(_) => ("bad-format", "the stream must be opened first".to_string()),
+    };
+    // The client gets a stream to read the error in.
+    let _ = t.open(None).await;
+    t.close(Some((problem.0, Some(&problem.1)))).await;
+    None
 }
 
 /// What the connection sends after one SASL element from the client.

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::Line;
-use crate::auth::{self, Step};
+use crate::auth;
 use crate::session::{self, Incoming, Transport};
 use crate::stanza::{NS_CLIENT, NS_TLS};
 
@@ -137,10 +137,10 @@ async fn refuse(mut tcp: TcpStream) {
 }
 
 /// The stream header the server answers with.
-fn stream_header(line: &Line, id: &str) -> String {
+fn stream_header(domain: &str, id: &str) -> String {
     format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}' id='{id}' from='{}' version='1.0' xml:lang='en'>",
-        escape(line.domain(), true)
+        escape(domain, true)
     )
 }
 
@@ -152,6 +152,7 @@ fn features_xml(features: Element) -> String {
 
 /// A TLS stream with its parser: what the session reads and writes.
 pub struct TcpTransport {
+    domain: String,
     reader: ReadHalf<TlsStream<TcpStream>>,
     writer: WriteHalf<TlsStream<TcpStream>>,
     parser: StreamParser,
@@ -178,17 +179,35 @@ impl Transport for TcpTransport {
         match self.frame().await {
             Ok(Some(Frame::Stanza(el))) => Incoming::Stanza(el),
             Ok(Some(Frame::StreamClose)) => Incoming::Close,
-            Ok(Some(Frame::StreamOpen(_))) => Incoming::Error(StreamError::BadFormat(
-                "a stream header in the middle of a stream".into(),
-            )),
+            Ok(Some(Frame::StreamOpen(open))) if open.namespace != NS_CLIENT => Incoming::Error(
+                StreamError::InvalidNamespace("this port serves clients (jabber:client)".into()),
+            ),
+            Ok(Some(Frame::StreamOpen(open))) => Incoming::Open { to: open.to },
             Ok(None) => Incoming::Gone,
             Err(e) => Incoming::Error(e),
         }
     }
 
-    async fn write(&mut self, data: &str) -> io::Result<()> {
-        self.writer.write_all(data.as_bytes()).await?;
+    async fn write(&mut self, items: &[String]) -> io::Result<()> {
+        // One write: each write to a TLS stream can become its own record and system call.
+        self.writer.write_all(items.concat().as_bytes()).await?;
         self.writer.flush().await
+    }
+
+    async fn open(&mut self, features: Option<Element>) -> io::Result<()> {
+        let mut out = stream_header(&self.domain, &new_stream_id());
+        if let Some(features) = features {
+            out.push_str(&features_xml(features));
+        }
+        self.write(&[out]).await
+    }
+
+    fn restart(&mut self) {
+        self.parser.reset();
+    }
+
+    fn secure(&self) -> bool {
+        true
     }
 
     async fn close(&mut self, error: Option<(&str, Option<&str>)>) {
@@ -310,55 +329,15 @@ async fn connection(
     };
     let (reader, writer) = tokio::io::split(tls);
     let mut t = TcpTransport {
+        domain: line.domain().to_string(),
         reader,
         writer,
         parser: StreamParser::new(line.config.limits()),
         buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
     };
-    let principal = match tokio::time::timeout(timeout, authenticate(&line, &mut t, &client)).await
-    {
-        Ok(Ok(principal)) => principal,
-        Ok(Err(Stop::Error(condition, text))) => {
-            t.close(Some((condition, Some(&text)))).await;
-            return;
-        }
-        Ok(Err(Stop::Quiet)) => return,
-        Err(_) => {
-            t.close(Some((
-                "connection-timeout",
-                Some("authentication took too long"),
-            )))
-            .await;
-            return;
-        }
-    };
-    // The stream restarts after SASL (RFC 6120 §6.4.6).
-    t.parser.reset();
-    match t
-        .frame()
-        .await
-        .map_err(Stop::from)
-        .and_then(|f| check_header(&line, f))
-    {
-        Ok(_) => {}
-        Err(Stop::Error(condition, text)) => {
-            let _ = t.write(&stream_header(&line, &new_stream_id())).await;
-            t.close(Some((condition, Some(&text)))).await;
-            return;
-        }
-        Err(Stop::Quiet) => return,
+    if let Some(principal) = auth::negotiate(&line, &mut t, &client).await {
+        session::run(line, &mut t, principal).await;
     }
-    let header = stream_header(&line, &new_stream_id());
-    if t.write(&format!(
-        "{header}{}",
-        features_xml(session::features_after_auth())
-    ))
-    .await
-    .is_err()
-    {
-        return;
-    }
-    session::run(line, &mut t, principal).await;
 }
 
 fn new_stream_id() -> String {
@@ -373,7 +352,7 @@ async fn starttls(
     buf: &mut [u8],
 ) -> Result<(), Stop> {
     let frame = read_frame(tcp, parser, buf).await;
-    let header = stream_header(line, &new_stream_id());
+    let header = stream_header(line.domain(), &new_stream_id());
     // Errors before the server's header still get one, so the client can read the error.
     if let Err(stop) = frame
         .map_err(Stop::from)
@@ -406,67 +385,5 @@ async fn starttls(
             "policy-violation",
             "this server requires TLS: send <starttls/> first".into(),
         )),
-    }
-}
-
-/// Inside TLS: header, SASL, until a principal.
-async fn authenticate(
-    line: &Line,
-    t: &mut TcpTransport,
-    client: &str,
-) -> Result<switchboard_core::hub::Principal, Stop> {
-    let frame = t.frame().await;
-    let header = stream_header(line, &new_stream_id());
-    if let Err(stop) = frame
-        .map_err(Stop::from)
-        .and_then(|f| check_header(line, f))
-    {
-        let _ = t.write(&header).await;
-        return Err(stop);
-    }
-    let features = Element::new("features", NS_STREAMS).with_child(auth::mechanisms_feature());
-    t.write(&format!("{header}{}", features_xml(features)))
-        .await
-        .map_err(|_| Stop::Quiet)?;
-    let mut exchange = auth::Exchange::default();
-    let mut failures = 0;
-    loop {
-        let el = match t.frame().await? {
-            Some(Frame::Stanza(el)) => el,
-            Some(Frame::StreamClose) => {
-                t.close(None).await;
-                return Err(Stop::Quiet);
-            }
-            None => return Err(Stop::Quiet),
-            Some(Frame::StreamOpen(_)) => {
-                return Err(Stop::Error(
-                    "bad-format",
-                    "an unexpected stream header".into(),
-                ));
-            }
-        };
-        if el.ns() != crate::stanza::NS_SASL {
-            return Err(Stop::Error(
-                "not-authorized",
-                "authenticate with SASL first".into(),
-            ));
-        }
-        match exchange.step(line, &el, true, client).await {
-            Step::Continue(reply) => t.write(&reply.to_xml()).await.map_err(|_| Stop::Quiet)?,
-            Step::Success(reply, principal) => {
-                t.write(&reply.to_xml()).await.map_err(|_| Stop::Quiet)?;
-                return Ok(principal);
-            }
-            Step::Failure(reply) => {
-                t.write(&reply.to_xml()).await.map_err(|_| Stop::Quiet)?;
-                failures += 1;
-                if failures >= 5 {
-                    return Err(Stop::Error(
-                        "policy-violation",
-                        "too many failed attempts".into(),
-                    ));
-                }
-            }
-        }
     }
 }

@@ -12,15 +12,18 @@
 //! - [`sasl`], [`tls`]: the pure SCRAM server and the TLS identity.
 
 pub mod auth;
+pub mod bosh;
 pub mod c2s;
 pub mod disco;
 pub mod jid;
 pub mod mam;
+pub mod pep;
 pub mod roster;
 pub mod sasl;
 pub mod session;
 pub mod stanza;
 pub mod tls;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,20 @@ use switchboard_core::Hub;
 use switchboard_xmpp_proto::Limits;
 
 pub use c2s::serve;
+
+/// The XMPP line's routes on the HTTP port: `/xmpp-websocket` (RFC 7395) and `/http-bind`
+/// (BOSH, XEP-0124/0206). The web line
+/// serves them next to its own and puts each connection's client address in the request
+/// extensions as a `SocketAddr`.
+pub fn http_routes(line: Arc<Line>) -> axum::Router {
+    axum::Router::new()
+        .route("/xmpp-websocket", axum::routing::get(websocket::upgrade))
+        .route(
+            "/http-bind",
+            axum::routing::post(bosh::request).options(bosh::preflight),
+        )
+        .with_state(line)
+}
 
 /// What the XMPP line can be configured with.
 #[derive(Debug, Clone)]
@@ -49,6 +66,9 @@ pub struct XmppConfig {
     /// Most unacknowledged stanzas kept for resending; a client that lets more pile up is
     /// disconnected (what it missed stays in the store for its next session).
     pub max_unacked: usize,
+    /// Whether the HTTP port is reached over TLS (a TLS proxy in front): then PLAIN is also
+    /// offered over WebSocket and BOSH.
+    pub http_secure: bool,
 }
 
 impl Default for XmppConfig {
@@ -61,6 +81,7 @@ impl Default for XmppConfig {
             connections_per_ip: 256,
             ack_request_every: 5,
             max_unacked: 2048,
+            http_secure: false,
         }
     }
 }
@@ -86,6 +107,8 @@ pub struct Line {
     /// Bound resources per person on this node, so that a second connection asking for a
     /// resource already in use gets a fresh one.
     pub(crate) resources: Mutex<HashMap<String, Vec<String>>>,
+    /// BOSH sessions by sid.
+    pub(crate) bosh: bosh::Sessions,
 }
 
 impl Line {
@@ -100,6 +123,7 @@ impl Line {
             tls,
             detached: Mutex::new(HashMap::new()),
             resources: Mutex::new(HashMap::new()),
+            bosh: bosh::Sessions::default(),
         })
     }
 

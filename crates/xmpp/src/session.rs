@@ -30,6 +30,10 @@ use crate::stanza::*;
 
 /// What a transport hands the session.
 pub enum Incoming {
+    /// The client opened (or, after SASL, reopened) the stream, addressed to this domain.
+    Open {
+        to: Option<String>,
+    },
     Stanza(Element),
     /// The client closed the stream cleanly.
     Close,
@@ -44,7 +48,18 @@ pub trait Transport: Send {
     /// The next thing from the client. Must be cancel-safe: the session waits for it and for
     /// hub events at once.
     fn read(&mut self) -> impl Future<Output = Incoming> + Send;
-    fn write(&mut self, data: &str) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Sends complete top-level elements, in order (a WebSocket sends one per message).
+    fn write(&mut self, items: &[String]) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Answers the client's stream opening: the transport's stream header (or framing
+    /// `<open/>`) followed by these features.
+    fn open(
+        &mut self,
+        features: Option<Element>,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// The stream restarts after SASL success: parser state is reset.
+    fn restart(&mut self);
+    /// Whether the client's connection is encrypted (PLAIN is offered only then).
+    fn secure(&self) -> bool;
     /// Ends the stream, with a stream error condition first if one is given.
     fn close(&mut self, error: Option<(&str, Option<&str>)>) -> impl Future<Output = ()> + Send;
 }
@@ -112,7 +127,7 @@ struct State {
     pushes: u64,
     /// The highest journal position written to a client without stream management.
     written: Option<Pos>,
-    out: String,
+    out: Vec<String>,
     inactive: bool,
 }
 
@@ -152,6 +167,12 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
         };
         let el = match incoming {
             Incoming::Stanza(el) => el,
+            Incoming::Open { .. } => {
+                t.close(Some(("bad-format", Some("the stream was already opened"))))
+                    .await;
+                end_login(&line, &principal).await;
+                return;
+            }
             Incoming::Close => {
                 t.close(None).await;
                 end_login(&line, &principal).await;
@@ -190,7 +211,7 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
             end_login(&line, &principal).await;
             return;
         };
-        if t.write(&reply.to_xml_in(NS_CLIENT)).await.is_err() {
+        if t.write(&[reply.to_xml_in(NS_CLIENT)]).await.is_err() {
             end_login(&line, &principal).await;
             return;
         }
@@ -214,6 +235,7 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
         let step = tokio::select! {
             incoming = t.read() => match incoming {
                 Incoming::Stanza(el) => state.handle(&line, el).await,
+                Incoming::Open { .. } => Err(("bad-format", "the stream was already opened".to_string())),
                 Incoming::Close => {
                     let _ = t.write(&std::mem::take(&mut state.out)).await;
                     t.close(None).await;
@@ -359,7 +381,7 @@ fn resume(
     let resumed = Element::new("resumed", NS_SM)
         .with_attr("previd", previd)
         .with_attr("h", sm.inbound.to_string());
-    state.out.push_str(&resumed.to_xml());
+    state.out.push(resumed.to_xml());
     // Resend what the client did not acknowledge; it is counted again from `h`.
     sm.outbound = h;
     sm.requested = false;
@@ -456,13 +478,13 @@ async fn bind(
         sent_ids: HashSet::new(),
         pushes: 0,
         written: None,
-        out: String::new(),
+        out: Vec::new(),
         inactive: false,
     });
     let reply = iq_result(iq).with_child(
         Element::new("bind", NS_BIND).with_child(Element::new("jid", NS_BIND).with_text(full_jid)),
     );
-    state.out.push_str(&reply.to_xml_in(NS_CLIENT));
+    state.out.push(reply.to_xml_in(NS_CLIENT));
     Ok((state, stream))
 }
 
@@ -507,13 +529,14 @@ impl State {
     }
 
     fn push_counted(&mut self, xml: String, pos: Option<Pos>) {
-        self.out.push_str(&xml);
         match &mut self.sm {
             Some(sm) => {
                 sm.outbound = sm.outbound.wrapping_add(1);
+                self.out.push(xml.clone());
                 sm.unacked.push_back((sm.outbound, pos, xml));
             }
             None => {
+                self.out.push(xml);
                 if let Some(pos) = pos {
                     self.written = Some(self.written.map_or(pos, |w| w.max(pos)));
                 }
@@ -523,7 +546,7 @@ impl State {
 
     /// Non-stanza output (stream management elements): not counted.
     fn send_raw(&mut self, el: Element) {
-        self.out.push_str(&el.to_xml());
+        self.out.push(el.to_xml());
     }
 
     /// After a successful write: a client without stream management has what was written.
@@ -545,7 +568,7 @@ impl State {
                 return;
             }
             sm.requested = true;
-            self.out.push_str(&Element::new("r", NS_SM).to_xml());
+            self.out.push(Element::new("r", NS_SM).to_xml());
         }
     }
 
@@ -1131,6 +1154,11 @@ impl State {
             ("get", "ping", NS_PING) if matches!(target, Target::Server | Target::Rooms) || own => {
                 Some(iq_result(&el))
             }
+            (_, "pubsub", crate::pep::NS_PUBSUB | crate::pep::NS_PUBSUB_OWNER)
+                if matches!(target, Target::Server | Target::Bare(_)) =>
+            {
+                Some(crate::pep::iq(&line.hub, &self.principal, &el, &payload, &target).await)
+            }
             ("get", "query", NS_DISCO_INFO) => self.disco_info(line, &el, &payload, &target).await,
             ("get", "query", NS_DISCO_ITEMS) => self.disco_items(line, &el, &target).await,
             ("set", "enable" | "disable", NS_CARBONS) if own => {
@@ -1367,8 +1395,19 @@ impl State {
         let node = q.attr("node");
         let info = match target {
             Target::Server => disco::info(disco::SERVER_IDENTITY, disco::SERVER_FEATURES, node),
-            Target::Bare(a) if a == self.bare() => {
-                disco::info(disco::ACCOUNT_IDENTITY, disco::ACCOUNT_FEATURES, node)
+            Target::Bare(a) if a == self.bare() || self.roster.contains_key(a) => {
+                let mut info = disco::info(disco::ACCOUNT_IDENTITY, disco::ACCOUNT_FEATURES, node);
+                info.append_child(
+                    Element::new("identity", NS_DISCO_INFO)
+                        .with_attr("category", "pubsub")
+                        .with_attr("type", "pep"),
+                );
+                for feature in crate::pep::FEATURES {
+                    info.append_child(
+                        Element::new("feature", NS_DISCO_INFO).with_attr("var", *feature),
+                    );
+                }
+                info
             }
             Target::Rooms => disco::info(disco::ROOMS_IDENTITY, disco::ROOMS_FEATURES, node),
             Target::Room(id, None) => match line.hub.conversation(&self.principal, *id).await {
@@ -1450,6 +1489,10 @@ impl State {
             // Confidential conversations are groups the web line shows; XMPP clients do not
             // join them yet.
             Event::Relayed(_) | Event::Confidential(_) => {}
+            Event::Item(update) => {
+                let notification = crate::pep::notification(&update);
+                self.send(notification, None);
+            }
         }
     }
 

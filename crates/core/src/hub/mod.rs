@@ -4,6 +4,7 @@
 mod accounts;
 mod contacts;
 mod conversations;
+mod items;
 mod journal;
 pub mod metrics;
 mod presence;
@@ -25,6 +26,7 @@ use crate::store::Store;
 pub use accounts::{NewLogin, Principal, ScramLookup};
 pub use contacts::ContactView;
 pub use conversations::{ConversationView, Endpoints, SendAck};
+pub use items::MAX_ITEMS_PER_NODE;
 pub use metrics::HubMetrics;
 pub use sessions::{EventStream, SessionSlot};
 

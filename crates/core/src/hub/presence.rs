@@ -14,7 +14,7 @@ use super::{Hub, HubInner, Person, SessionSlot};
 const MAX_STATUS_CHARS: usize = 500;
 
 /// Whether `person` lets `viewer` see their presence.
-fn visible_to(person: &Person, viewer: &Address) -> bool {
+pub(super) fn visible_to(person: &Person, viewer: &Address) -> bool {
     if person.blocked.contains(viewer) {
         return false;
     }

@@ -29,11 +29,18 @@ use crate::common::{merge_cursor_updates, unavailable};
 
 /// Versioned migrations, applied in order at connect inside one transaction, under an advisory
 /// lock so that several nodes starting at once do not race.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "personal items",
+        include_str!("../../migrations/postgres/0002_personal_items.sql"),
+    ),
+];
 
 /// The advisory lock key held while migrating ("switchbd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7377_6974_6368_6264;
@@ -627,6 +634,36 @@ impl Store for PostgresStore {
 
     async fn blocks_of(&self, owner: UserId) -> StoreResult<Vec<Address>> {
         self.with_conn(async |c| ops::blocks_of(c, owner).await)
+            .await
+    }
+
+    async fn put_personal_item(
+        &self,
+        owner: UserId,
+        item: PersonalItem,
+        keep: usize,
+    ) -> StoreResult<()> {
+        self.with_conn(async |c| ops::put_personal_item(c, owner, &item, keep).await)
+            .await
+    }
+
+    async fn personal_items(
+        &self,
+        owner: UserId,
+        node: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<PersonalItem>> {
+        self.with_conn(async |c| ops::personal_items(c, owner, node, limit).await)
+            .await
+    }
+
+    async fn delete_personal_item(
+        &self,
+        owner: UserId,
+        node: &str,
+        item: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.with_conn(async |c| ops::delete_personal_item(c, owner, node, item).await)
             .await
     }
 

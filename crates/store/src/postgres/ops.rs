@@ -959,6 +959,86 @@ pub(super) async fn is_blocked(conn: &PgConn, owner: UserId, peer: &Address) -> 
     col(&row, 0)
 }
 
+pub(super) async fn put_personal_item(
+    conn: &PgConn,
+    owner: UserId,
+    item: &PersonalItem,
+    keep: usize,
+) -> R<()> {
+    conn.execute(
+        "INSERT INTO personal_items (owner, node, item, payload, updated_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (owner, node, item) DO UPDATE
+         SET payload = excluded.payload, updated_at = excluded.updated_at",
+        &[
+            &owner.0,
+            &item.node,
+            &item.id,
+            &item.payload,
+            &item.updated_at,
+        ],
+    )
+    .await?;
+    conn.execute(
+        "DELETE FROM personal_items WHERE owner = $1 AND node = $2 AND item NOT IN
+           (SELECT item FROM personal_items WHERE owner = $1 AND node = $2
+            ORDER BY updated_at DESC, item DESC LIMIT $3)",
+        &[&owner.0, &item.node, &(keep as i64)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn personal_items(
+    conn: &PgConn,
+    owner: UserId,
+    node: &str,
+    limit: usize,
+) -> R<Vec<PersonalItem>> {
+    let rows = conn
+        .query(
+            "SELECT node, item, payload, updated_at FROM personal_items
+             WHERE owner = $1 AND node = $2 ORDER BY updated_at DESC, item DESC LIMIT $3",
+            &[&owner.0, &node, &(limit as i64)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PersonalItem {
+                node: col(row, 0)?,
+                id: col(row, 1)?,
+                payload: col(row, 2)?,
+                updated_at: col(row, 3)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn delete_personal_item(
+    conn: &PgConn,
+    owner: UserId,
+    node: &str,
+    item: Option<&str>,
+) -> R<bool> {
+    let deleted = match item {
+        Some(item) => {
+            conn.execute(
+                "DELETE FROM personal_items WHERE owner = $1 AND node = $2 AND item = $3",
+                &[&owner.0, &node, &item],
+            )
+            .await?
+        }
+        None => {
+            conn.execute(
+                "DELETE FROM personal_items WHERE owner = $1 AND node = $2",
+                &[&owner.0, &node],
+            )
+            .await?
+        }
+    };
+    Ok(deleted > 0)
+}
+
 pub(super) async fn blocks_of(conn: &PgConn, owner: UserId) -> R<Vec<Address>> {
     let rows = conn
         .query(

@@ -44,11 +44,18 @@ impl Default for SqliteOptions {
 
 /// Versioned migrations, applied in order at open. Each runs in the same transaction as the
 /// record of it, so a crash never leaves a half-applied version behind.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "personal items",
+        include_str!("../../migrations/sqlite/0002_personal_items.sql"),
+    ),
+];
 
 /// Statements the connections keep prepared. Every query text in [`ops`] is cached, and there
 /// are a few dozen of them.
@@ -518,6 +525,38 @@ impl Store for SqliteStore {
 
     async fn blocks_of(&self, owner: UserId) -> StoreResult<Vec<Address>> {
         self.read(move |conn| ops::blocks_of(conn, owner)).await
+    }
+
+    async fn put_personal_item(
+        &self,
+        owner: UserId,
+        item: PersonalItem,
+        keep: usize,
+    ) -> StoreResult<()> {
+        self.write(move |conn, _| ops::put_personal_item(conn, owner, &item, keep))
+            .await
+    }
+
+    async fn personal_items(
+        &self,
+        owner: UserId,
+        node: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<PersonalItem>> {
+        let node = node.to_owned();
+        self.read(move |conn| ops::personal_items(conn, owner, &node, limit))
+            .await
+    }
+
+    async fn delete_personal_item(
+        &self,
+        owner: UserId,
+        node: &str,
+        item: Option<&str>,
+    ) -> StoreResult<bool> {
+        let (node, item) = (node.to_owned(), item.map(str::to_owned));
+        self.write(move |conn, _| ops::delete_personal_item(conn, owner, &node, item.as_deref()))
+            .await
     }
 
     async fn conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>> {

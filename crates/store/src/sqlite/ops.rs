@@ -937,6 +937,77 @@ pub(super) fn blocks_of(conn: &Connection, owner: UserId) -> R<Vec<Address>> {
     })?)
 }
 
+// --- personal items ---
+
+pub(super) fn put_personal_item(
+    conn: &Connection,
+    owner: UserId,
+    item: &PersonalItem,
+    keep: usize,
+) -> R<()> {
+    conn.prepare_cached(
+        "INSERT INTO personal_items (owner, node, item, payload, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (owner, node, item) DO UPDATE
+         SET payload = excluded.payload, updated_at = excluded.updated_at",
+    )?
+    .execute(rusqlite::params![
+        owner.0,
+        item.node,
+        item.id,
+        item.payload,
+        item.updated_at
+    ])?;
+    conn.prepare_cached(
+        "DELETE FROM personal_items WHERE owner = ?1 AND node = ?2 AND item NOT IN
+           (SELECT item FROM personal_items WHERE owner = ?1 AND node = ?2
+            ORDER BY updated_at DESC, item DESC LIMIT ?3)",
+    )?
+    .execute(rusqlite::params![owner.0, item.node, keep as i64])?;
+    Ok(())
+}
+
+pub(super) fn personal_items(
+    conn: &Connection,
+    owner: UserId,
+    node: &str,
+    limit: usize,
+) -> R<Vec<PersonalItem>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT node, item, payload, updated_at FROM personal_items
+         WHERE owner = ?1 AND node = ?2 ORDER BY updated_at DESC, item DESC LIMIT ?3",
+    )?;
+    collect(
+        stmt.query_map(rusqlite::params![owner.0, node, limit as i64], |row| {
+            Ok(Ok(PersonalItem {
+                node: row.get(0)?,
+                id: row.get(1)?,
+                payload: row.get(2)?,
+                updated_at: row.get(3)?,
+            }))
+        })?,
+    )
+}
+
+pub(super) fn delete_personal_item(
+    conn: &Connection,
+    owner: UserId,
+    node: &str,
+    item: Option<&str>,
+) -> R<bool> {
+    let deleted = match item {
+        Some(item) => conn
+            .prepare_cached(
+                "DELETE FROM personal_items WHERE owner = ?1 AND node = ?2 AND item = ?3",
+            )?
+            .execute(rusqlite::params![owner.0, node, item])?,
+        None => conn
+            .prepare_cached("DELETE FROM personal_items WHERE owner = ?1 AND node = ?2")?
+            .execute(rusqlite::params![owner.0, node])?,
+    };
+    Ok(deleted > 0)
+}
+
 // --- conversations ---
 
 pub(super) fn conversation_by_id(conn: &Connection, id: ConversationId) -> R<Option<Conversation>> {
