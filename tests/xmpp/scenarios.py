@@ -487,6 +487,63 @@ async def scenario_unacked(ctx):
         await disconnect(ctx, client)
 
 
+async def scenario_takeover(ctx):
+    """A phone changes networks: its old connection still looks alive to the server when the
+    new one resumes the session. The resumption takes the session over; the old connection
+    is told `conflict`; nothing is lost or doubled."""
+    alice, bob = await two_contacts(ctx, bob_plugins=("xep_0198",))
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    old = bob.plugin["xep_0198"]
+    await bob.rec.until(lambda: bob.rec.payloads("sm_enabled"), "stream management to be enabled")
+    errors = []
+    bob.add_event_handler("stream_error", lambda e: errors.append(e["condition"]))
+    bodies = [f"takeover-{n:02d}" for n in range(1, 11)]
+    for body in bodies[:5]:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    await wait_chat(bob, a, bodies[:5], "messages 1-5 on the old connection")
+    old.send_ack = lambda: None  # from here the old connection acknowledges nothing
+    for body in bodies[5:8]:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    await wait_chat(bob, a, bodies[5:8], "messages 6-8 (not acknowledged)")
+    handled_before_6 = old.handled - 3
+
+    # The new connection resumes with what the client had acknowledged (h up to 5).
+    new = new_client(ctx, ctx.bob, "desk", plugins=("xep_0198",))
+    new.plugin["xep_0198"].sm_id = old.sm_id
+    new.plugin["xep_0198"].handled = handled_before_6
+    await connect(ctx, new, expect="session_resumed")
+    await bob.rec.until(lambda: errors, "the old connection to be told why it ends",
+                        seen=lambda: errors)
+    check(errors == ["conflict"], "conflict on the replaced connection", errors)
+    log("takeover: the resumption took the session over; the old connection got conflict")
+    await wait_chat(new, a, bodies[5:8], "the unacknowledged 6-8 resent on the new connection")
+    for body in bodies[8:]:
+        alice.send_message(mto=b, mbody=body, mtype="chat")
+    alice.send_message(mto=b, mbody="takeover-end", mtype="chat")
+    await wait_chat(new, a, ["takeover-end"], "the closing message")
+    got = [x for x in chat_bodies_from(new, a) if x != "takeover-end"]
+    check(got == bodies[5:], "6-10 once each, in order, on the new connection", got)
+    log("takeover: 6-10 arrived once each on the new connection")
+    for client in (new, alice):
+        await disconnect(ctx, client)
+
+
+async def scenario_shutdown(ctx):
+    """Run by a test that stops the server once this says it is ready: the stream must end
+    with the stream error system-shutdown, not just a dropped connection."""
+    alice = new_client(ctx, ctx.alice, "desk", plugins=("xep_0198",))
+    errors = []
+    alice.add_event_handler("stream_error", lambda e: errors.append(e["condition"]))
+    await start_session(ctx, alice)
+    mark = alice.rec.mark()
+    log("shutdown: ready")
+    await alice.rec.until(lambda: alice.rec.since(mark, "disconnected"),
+                          "the server to close the stream")
+    check(errors == ["system-shutdown"], "the stream error system-shutdown before the close",
+          errors)
+    log("shutdown: the stream ended with system-shutdown")
+
+
 def mam_bodies(page):
     return [r["mam_result"]["forwarded"]["stanza"]["body"] for r in page["mam"]["results"]]
 
@@ -840,6 +897,8 @@ SCENARIOS = {
     "web": scenario_web,
     "pep": scenario_pep,
     "unacked": scenario_unacked,
+    "shutdown": scenario_shutdown,
+    "takeover": scenario_takeover,
 }
 
 

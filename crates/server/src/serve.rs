@@ -105,6 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_xmpp, mut xmpp_stopping) = watch::channel(false);
     let mut xmpp_routes = axum::Router::new();
+    let mut xmpp_line = None;
     if let Some((starttls, direct)) = xmpp_listeners {
         let identity =
             match switchboard_xmpp::tls::load_or_generate(&switchboard_xmpp::tls::TlsSettings {
@@ -132,6 +133,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         let line = switchboard_xmpp::Line::new(hub.clone(), config.xmpp_config(), identity.config);
         xmpp_routes = switchboard_xmpp::http_routes(line.clone());
+        xmpp_line = Some(line.clone());
         tokio::spawn(switchboard_xmpp::serve(
             line,
             starttls,
@@ -202,7 +204,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         };
-        tokio::join!(admin.stop(), web_finished);
+        // XMPP streams are told the server stops (system-shutdown) while the hub still runs,
+        // so their sessions end in order.
+        let xmpp_finished = async {
+            if let Some(line) = &xmpp_line {
+                line.stop(grace).await;
+            }
+        };
+        tokio::join!(admin.stop(), web_finished, xmpp_finished);
         stop_hub(hub, tasks).await;
     };
     tokio::select! {

@@ -33,11 +33,8 @@ fn python() -> PathBuf {
     python
 }
 
-/// Runs one scenario against a fresh server with two fresh accounts, alice and bob.
-async fn scenario(name: &str) {
-    let server = Server::start().await;
-    server.add_user("alice");
-    server.add_user("bob");
+/// The command that runs one scenario against `server` as alice and bob.
+fn scenario_command(server: &Server, name: &str) -> Command {
     let mut cmd = Command::new(python());
     cmd.arg(workspace().join("tests/xmpp/scenarios.py"))
         .arg(name)
@@ -49,6 +46,15 @@ async fn scenario(name: &str) {
         .args(["--user", &format!("bob:{PASSWORD}")])
         .args(["--http", &server.base])
         .args(["--timeout", &DEADLINE.as_secs().to_string()]);
+    cmd
+}
+
+/// Runs one scenario against a fresh server with two fresh accounts, alice and bob.
+async fn scenario(name: &str) {
+    let server = Server::start().await;
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut cmd = scenario_command(&server, name);
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("the scenario runs")
@@ -96,6 +102,11 @@ async fn a_web_user_and_an_xmpp_user_talk_and_see_each_other() {
 }
 
 #[tokio::test]
+async fn a_resumption_takes_over_a_connection_that_still_looks_alive() {
+    scenario("takeover").await;
+}
+
+#[tokio::test]
 async fn unacknowledged_messages_reach_the_next_session() {
     scenario("unacked").await;
 }
@@ -103,6 +114,37 @@ async fn unacknowledged_messages_reach_the_next_session() {
 #[tokio::test]
 async fn personal_eventing_publishes_to_contacts_only() {
     scenario("pep").await;
+}
+
+#[tokio::test]
+async fn a_stopping_server_closes_streams_with_system_shutdown() {
+    use std::io::BufRead;
+    let mut server = Server::start().await;
+    server.add_user("alice");
+    server.add_user("bob");
+    let mut child = scenario_command(&server, "shutdown")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    // The scenario says when its session is up; its own deadline bounds this wait.
+    for line in lines.by_ref() {
+        let line = line.expect("the scenario's output");
+        seen.push(line.clone());
+        if line.contains("shutdown: ready") {
+            break;
+        }
+        assert!(!line.contains("FAIL"), "{}", seen.join("\n"));
+    }
+    assert!(server.terminate(), "the server did not stop cleanly");
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("the scenario ends");
+    assert!(
+        status.success() && seen.iter().any(|l| l.contains("PASS shutdown")),
+        "{}",
+        seen.join("\n")
+    );
 }
 
 // ---- stream limits, on a raw socket ----

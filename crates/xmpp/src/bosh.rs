@@ -266,7 +266,9 @@ async fn create(line: &Arc<Line>, peer: SocketAddr, body: &Element, rid: u64) ->
     };
     let task_line = line.clone();
     let client = peer.ip().to_string();
+    let open = line.connection();
     tokio::spawn(async move {
+        let _open = open;
         if let Some(principal) = auth::negotiate(&task_line, &mut t, &client).await {
             session::run(task_line.clone(), &mut t, principal).await;
         }

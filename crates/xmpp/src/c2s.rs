@@ -113,8 +113,9 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let line = line.clone();
         let acceptor = direct.cloned();
+        let open = line.connection();
         tokio::spawn(async move {
-            let _guard = guard;
+            let _guard = (guard, open);
             connection(line, tcp, peer, acceptor).await;
         });
     }

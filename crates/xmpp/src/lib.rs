@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard_core::Hub;
+use switchboard_core::model::UserId;
 use switchboard_xmpp_proto::Limits;
 
 pub use c2s::serve;
@@ -109,6 +110,24 @@ pub struct Line {
     pub(crate) resources: Mutex<HashMap<String, Vec<String>>>,
     /// BOSH sessions by sid.
     pub(crate) bosh: bosh::Sessions,
+    /// Connections with resumable sessions, by resumption id: a resumption that arrives
+    /// before the old connection noticed it is dead takes the session over through this.
+    pub(crate) takeovers: Mutex<HashMap<String, (UserId, Arc<tokio::sync::Notify>)>>,
+    /// Woken whenever a session is detached.
+    pub(crate) parked: tokio::sync::Notify,
+    /// Set when the server stops: every stream is closed with `system-shutdown`.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Open client connections, so a stop can wait for them to close.
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts one open client connection while it lives.
+pub struct ConnectionGuard(Arc<Line>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Line {
@@ -124,7 +143,41 @@ impl Line {
             detached: Mutex::new(HashMap::new()),
             resources: Mutex::new(HashMap::new()),
             bosh: bosh::Sessions::default(),
+            takeovers: Mutex::new(HashMap::new()),
+            parked: tokio::sync::Notify::new(),
+            stopping: tokio::sync::watch::channel(false).0,
+            open: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Counts a client connection until the guard is dropped.
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.open.send_modify(|n| *n += 1);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Stops the line: every stream is closed with `system-shutdown` (what was not
+    /// acknowledged stays in the message cache), waiting up to `grace` for them to go, and
+    /// sessions waiting to be resumed end.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.send_replace(true);
+        let mut open = self.open.subscribe();
+        if tokio::time::timeout(grace, open.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::warn!("XMPP connections still open after the grace period");
+        }
+        let detached: Vec<session::Detached> = self
+            .detached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
+        for d in detached {
+            session::end_detached(self, d).await;
+        }
     }
 
     /// Whether one of the person's resources is bound on this node.

@@ -189,7 +189,7 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
             }
         };
         let reply = if el.is("resume", NS_SM) {
-            match resume(&line, &principal, &el) {
+            match resume(&line, &principal, &el).await {
                 Ok(found) => break found,
                 Err(failed) => failed,
             }
@@ -221,7 +221,20 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
         end_login(&line, &principal).await;
     }
 
+    let mut stopping = line.stopping.subscribe();
+    let takeover = Arc::new(tokio::sync::Notify::new());
+    let mut registered: Option<String> = None;
     let flow = loop {
+        // A resumable session can be taken over by a resumption on another connection.
+        if registered.is_none()
+            && let Some(id) = state.sm.as_ref().and_then(|sm| sm.resume_id.clone())
+        {
+            line.takeovers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), (state.principal.user, takeover.clone()));
+            registered = Some(id);
+        }
         // Whatever is queued goes out before waiting again (the bind or resumption answer
         // on the first turn).
         state.request_ack(&line);
@@ -248,6 +261,15 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
                     break Flow::Closed;
                 }
             },
+            () = takeover.notified() => {
+                t.close(Some(("conflict", Some("the session was resumed on another connection")))).await;
+                break Flow::Continue;
+            }
+            () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                let _ = t.write(&std::mem::take(&mut state.out)).await;
+                t.close(Some(("system-shutdown", Some("the server is stopping; reconnect shortly")))).await;
+                break Flow::Closed;
+            }
             event = stream.next() => match event {
                 Some(event) => {
                     state.on_event(&line, event).await;
@@ -272,8 +294,20 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
             break Flow::Closed;
         }
     };
+    if let Some(id) = registered {
+        let mut takeovers = line.takeovers.lock().unwrap_or_else(|e| e.into_inner());
+        if takeovers
+            .get(&id)
+            .is_some_and(|(_, t)| Arc::ptr_eq(t, &takeover))
+        {
+            takeovers.remove(&id);
+        }
+    }
     match flow {
-        Flow::Continue if state.sm.as_ref().is_some_and(|sm| sm.resume_id.is_some()) => {
+        Flow::Continue
+            if state.sm.as_ref().is_some_and(|sm| sm.resume_id.is_some())
+                && !*line.stopping.borrow() =>
+        {
             park(&line, state, stream);
         }
         _ => end(&line, state, stream).await,
@@ -285,6 +319,11 @@ async fn end_login(line: &Line, principal: &Principal) {
     if let Err(e) = line.hub.logout(principal).await {
         tracing::debug!(error = %e, "could not end an XMPP login");
     }
+}
+
+/// Ends a session that waited to be resumed.
+pub(crate) async fn end_detached(line: &Line, d: Detached) {
+    end(line, d.state, d.stream).await;
 }
 
 /// Ends a session for good: the person's presence is updated and what was not
@@ -312,6 +351,7 @@ fn park(line: &Arc<Line>, state: Box<State>, stream: EventStream) {
                 since,
             },
         );
+    line.parked.notify_waiters();
     tracing::debug!("XMPP session detached; waiting for resumption");
     let line = line.clone();
     tokio::spawn(async move {
@@ -350,7 +390,10 @@ fn sm_failed(condition: &str, h: Option<u32>) -> Element {
     el
 }
 
-fn resume(
+/// How long a resumption waits for the connection it takes over to let go.
+const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn resume(
     line: &Line,
     principal: &Principal,
     el: &Element,
@@ -360,6 +403,34 @@ fn resume(
         .attr("h")
         .and_then(|h| h.parse().ok())
         .ok_or_else(|| sm_failed("bad-request", None))?;
+    // The old connection may not have noticed yet that its client is gone (a phone that
+    // switched networks): ask it to let go, and wait until it has detached the session.
+    let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+    loop {
+        let parked = line.parked.notified();
+        tokio::pin!(parked);
+        parked.as_mut().enable();
+        if line
+            .detached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(previd)
+        {
+            break;
+        }
+        let live = line
+            .takeovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(previd)
+            .filter(|(user, _)| *user == principal.user)
+            .map(|(_, live)| live.clone());
+        let Some(live) = live else { break };
+        live.notify_one();
+        if tokio::time::timeout_at(deadline, parked).await.is_err() {
+            break;
+        }
+    }
     let detached = {
         let mut map = line.detached.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(previd) {

@@ -33,6 +33,7 @@ pub async fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
+            let _open = line.connection();
             let mut t = WsTransport::new(&line, socket);
             if let Some(principal) = auth::negotiate(&line, &mut t, &peer.ip().to_string()).await {
                 session::run(line, &mut t, principal).await;
