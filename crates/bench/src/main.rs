@@ -7,6 +7,11 @@
 //!   latency (send to delivery) measured here, percentiles per step.
 //! - `idle`: server memory per idle authenticated WebSocket session (RSS delta over N
 //!   sessions).
+//! - `xmpp-idle`: the same for XMPP sessions over STARTTLS (logged in with SCRAM-SHA-256,
+//!   resource bound, initial presence sent).
+//! - `xmpp-logins`: complete STARTTLS + SCRAM-SHA-256 + bind logins per second.
+
+mod xmpp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,6 +70,20 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
     },
+    /// Server memory per idle XMPP session over STARTTLS.
+    XmppIdle {
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+    },
+    /// STARTTLS + SCRAM-SHA-256 logins per second (each one a new connection, bound and
+    /// online, then closed).
+    XmppLogins {
+        #[arg(long, default_value_t = 5_000)]
+        logins: usize,
+        /// Logins in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -77,6 +96,11 @@ async fn main() -> Result<()> {
             seconds,
         } => throughput(&cli, pairs, rates, seconds).await,
         Bench::Idle { sessions } => idle(&cli, sessions).await,
+        Bench::XmppIdle { sessions } => xmpp_idle(&cli, sessions).await,
+        Bench::XmppLogins {
+            logins,
+            concurrency,
+        } => xmpp_logins(&cli, logins, concurrency).await,
     }
 }
 
@@ -103,13 +127,27 @@ async fn create_users(dir: &Path, names: &[String]) -> Result<()> {
 struct Server {
     child: Child,
     base: String,
+    /// The XMPP client port, when the XMPP line runs.
+    xmpp: Option<std::net::SocketAddr>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Server {
     async fn start(cli: &Cli, dir: &Path) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        Server::start_with(cli, dir, false).await
+    }
+
+    async fn start_with(cli: &Cli, dir: &Path, xmpp: bool) -> Result<Server> {
+        let port = free_port()?;
+        let xmpp = match xmpp {
+            true => Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?))),
+            false => None,
+        };
         let child = Command::new("taskset")
             .arg("-c")
             .arg(&cli.server_cpu)
@@ -118,8 +156,13 @@ impl Server {
             .env("SWITCHBOARD_DATA_DIR", dir)
             .env("SWITCHBOARD_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD_HTTP_CONNECTIONS_PER_IP", "0")
-            // The web line is what this measures; the XMPP ports may be in use.
-            .env("SWITCHBOARD_XMPP_ENABLED", "false")
+            .env("SWITCHBOARD_XMPP_ENABLED", xmpp.is_some().to_string())
+            .env(
+                "SWITCHBOARD_XMPP_LISTEN",
+                xmpp.map(|a| a.to_string()).unwrap_or_default(),
+            )
+            .env("SWITCHBOARD_XMPP_TLS_LISTEN", "")
+            .env("SWITCHBOARD_XMPP_CONNECTIONS_PER_IP", "0")
             .env("SWITCHBOARD_LIMITS_MESSAGES_PER_SECOND", "0")
             .env("SWITCHBOARD_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE", "10000000")
             .env("SWITCHBOARD_LOG_LEVEL", "warn")
@@ -129,6 +172,7 @@ impl Server {
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            xmpp,
         };
         let started = Instant::now();
         while reqwest::get(format!("{}/healthz", server.base))
@@ -244,6 +288,85 @@ async fn idle(cli: &Cli, sessions: usize) -> Result<()> {
     );
     drop(first);
     drop(sockets);
+    Ok(())
+}
+
+async fn xmpp_idle(cli: &Cli, sessions: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let names: Vec<String> = (0..=sessions).map(|i| format!("idle{i}")).collect();
+    create_users(dir.path(), &names).await?;
+    let server = Server::start_with(cli, dir.path(), true).await?;
+    let addr = server.xmpp.context("the XMPP line is off")?;
+    let tls = xmpp::tls_config(&dir.path().join("xmpp-tls/cert.pem"))?;
+    let salts = xmpp::SaltCache::default();
+    // One session first, so that everything allocated once is in the baseline.
+    let first = xmpp::login(addr, &tls, &salts, &names[0], PASSWORD).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss_kib()?;
+    let mut clients = Vec::with_capacity(sessions);
+    for chunk in names[1..].chunks(100) {
+        let logins = chunk
+            .iter()
+            .map(|name| xmpp::login(addr, &tls, &salts, name, PASSWORD));
+        for client in futures_util::future::join_all(logins).await {
+            clients.push(client?);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.metric("switchboard_sessions").await? < (sessions + 1) as f64 {
+        if Instant::now() > deadline {
+            bail!("the server did not hold every session");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss_kib()?;
+    let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / sessions as f64;
+    println!(
+        "idle XMPP sessions: {sessions}; server RSS {before} KiB -> {after} KiB; {:.0} bytes ({:.1} KiB) per idle session over STARTTLS",
+        per_session,
+        per_session / 1024.0
+    );
+    drop(first);
+    drop(clients);
+    Ok(())
+}
+
+async fn xmpp_logins(cli: &Cli, logins: usize, concurrency: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let users = concurrency.max(1);
+    let names: Vec<String> = (0..users).map(|i| format!("login{i}")).collect();
+    create_users(dir.path(), &names).await?;
+    let server = Server::start_with(cli, dir.path(), true).await?;
+    let addr = server.xmpp.context("the XMPP line is off")?;
+    let tls = xmpp::tls_config(&dir.path().join("xmpp-tls/cert.pem"))?;
+    let salts = Arc::new(xmpp::SaltCache::default());
+    // Warm the client's salt cache, so the figure is the server's work.
+    for name in &names {
+        drop(xmpp::login(addr, &tls, &salts, name, PASSWORD).await?);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (tls, salts, done, name) = (tls.clone(), salts.clone(), done.clone(), name.clone());
+            tokio::spawn(async move {
+                while done.fetch_add(1, Ordering::Relaxed) < logins as u64 {
+                    drop(xmpp::login(addr, &tls, &salts, &name, PASSWORD).await?);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "XMPP logins (STARTTLS, SCRAM-SHA-256, bind, presence): {logins} in {seconds:.2} s = {:.0} per second, {concurrency} at a time",
+        logins as f64 / seconds
+    );
     Ok(())
 }
 

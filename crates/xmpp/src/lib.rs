@@ -92,6 +92,9 @@ impl XmppConfig {
         Limits {
             max_stanza_bytes: self.max_stanza_bytes,
             max_depth: self.max_depth,
+            // The lexer reserves this much per connection up front; 4 KiB still takes any
+            // attribute a client sends (longer text is split, not refused).
+            max_token_bytes: 4 * 1024,
             ..Limits::default()
         }
     }
