@@ -528,6 +528,45 @@ async def scenario_takeover(ctx):
         await disconnect(ctx, client)
 
 
+async def scenario_iq(ctx):
+    """IQs to a full JID are routed to that client, and its answer back; only between
+    contacts (or one person's own resources), and a stranger reads like nobody there."""
+    alice = new_client(ctx, ctx.alice, "desk")
+    bob = new_client(ctx, ctx.bob, "desk")
+    for client in (alice, bob):
+        await start_session(ctx, client)
+    try:
+        await alice.plugin["xep_0199"].send_ping(bob.boundjid, timeout=ctx.timeout)
+        raise ScenarioFailure("expected a ping to a stranger's resource to fail")
+    except IqError as e:
+        check(e.iq["error"]["condition"] == "service-unavailable",
+              "service-unavailable for a stranger's resource", e.iq["error"]["condition"])
+    log("iq: a stranger's resource reads like nobody there")
+    await make_contacts(ctx, alice, bob)
+    pong = await alice.plugin["xep_0199"].send_ping(bob.boundjid, timeout=ctx.timeout)
+    check(pong["type"] == "result" and pong["from"] == bob.boundjid,
+          f"a ping result from {bob.boundjid}", f"{pong['type']} from {pong['from']}")
+    log("iq: alice pinged bob's client through the server and got its answer")
+    info = await alice.plugin["xep_0030"].get_info(jid=bob.boundjid, timeout=ctx.timeout)
+    features = info["disco_info"]["features"]
+    check("urn:xmpp:ping" in features, "bob's client to answer disco#info with its features",
+          sorted(features))
+    log("iq: bob's client answered alice's disco#info query")
+    phone = new_client(ctx, ctx.alice, "phone")
+    await start_session(ctx, phone)
+    await phone.plugin["xep_0199"].send_ping(alice.boundjid, timeout=ctx.timeout)
+    log("iq: one resource of alice's reached another")
+    gone = JID(f"{ctx.bob}@{ctx.domain}/nowhere")
+    try:
+        await alice.plugin["xep_0199"].send_ping(gone, timeout=ctx.timeout)
+        raise ScenarioFailure("expected a ping to an unbound resource to fail")
+    except IqError as e:
+        check(e.iq["error"]["condition"] == "service-unavailable",
+              "service-unavailable for a resource that is not bound", e.iq["error"]["condition"])
+    for client in (phone, alice, bob):
+        await disconnect(ctx, client)
+
+
 async def scenario_shutdown(ctx):
     """Run by a test that stops the server once this says it is ready: the stream must end
     with the stream error system-shutdown, not just a dropped connection."""
@@ -899,6 +938,7 @@ SCENARIOS = {
     "unacked": scenario_unacked,
     "shutdown": scenario_shutdown,
     "takeover": scenario_takeover,
+    "iq": scenario_iq,
 }
 
 

@@ -653,6 +653,18 @@ pub struct ItemUpdate {
     pub payload: Option<String>,
 }
 
+/// A stanza one endpoint addressed to one endpoint of a person (an XMPP IQ to a full
+/// address): relayed live to that person's sessions, never stored. Only the line that owns
+/// the endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStanza {
+    pub from: Address,
+    pub from_endpoint: String,
+    pub to_endpoint: String,
+    /// The stanza in the line's own wire format.
+    pub payload: String,
+}
+
 /// What the hub sends to a session. Durable events carry a journal position; the others are
 /// live only and are replaced by a snapshot on resumption.
 ///
@@ -671,6 +683,8 @@ pub enum Event {
     Confidential(Arc<Conversation>),
     /// A contact (or the person) published or retracted a personal item.
     Item(Arc<ItemUpdate>),
+    /// A stanza for one endpoint of the person.
+    Endpoint(Arc<EndpointStanza>),
 }
 
 impl Event {

@@ -107,6 +107,11 @@ async fn a_resumption_takes_over_a_connection_that_still_looks_alive() {
 }
 
 #[tokio::test]
+async fn iqs_to_a_full_address_reach_that_client_between_contacts_only() {
+    scenario("iq").await;
+}
+
+#[tokio::test]
 async fn unacknowledged_messages_reach_the_next_session() {
     scenario("unacked").await;
 }

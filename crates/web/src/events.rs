@@ -128,17 +128,21 @@ pub async fn poll(
     let mut ended = false;
     while events.len() < MAX_POLL_EVENTS {
         match stream.try_next().await {
-            Some(e) => events.push(views::event(&e)),
+            Some(e) if views::shown(&e) => events.push(views::event(&e)),
+            Some(_) => {}
             None => break,
         }
     }
     if events.is_empty() {
         match tokio::time::timeout(wait, stream.next()).await {
             Ok(Some(e)) => {
-                events.push(views::event(&e));
+                if views::shown(&e) {
+                    events.push(views::event(&e));
+                }
                 while events.len() < MAX_POLL_EVENTS {
                     match stream.try_next().await {
-                        Some(e) => events.push(views::event(&e)),
+                        Some(e) if views::shown(&e) => events.push(views::event(&e)),
+                        Some(_) => {}
                         None => break,
                     }
                 }
@@ -318,6 +322,7 @@ async fn run_socket(
     loop {
         tokio::select! {
             event = stream.next() => match event {
+                Some(event) if !views::shown(&event) => {}
                 Some(event) => {
                     let text = views::event_text(&event);
                     if tx.send(Message::Text(text.into())).await.is_err() {

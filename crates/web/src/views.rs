@@ -162,6 +162,12 @@ pub fn sent_text(a: &SendAck, reference: &str) -> String {
     .unwrap_or_default()
 }
 
+/// Whether the web line shows an event at all: stanzas for another line's endpoints are not
+/// for web clients.
+pub fn shown(e: &Event) -> bool {
+    !matches!(e, Event::Endpoint(_))
+}
+
 /// An event as it travels over the WebSocket and long-poll. Durable events carry their
 /// `position`, which is what a client resumes after.
 pub fn event(e: &Event) -> Value {
@@ -215,5 +221,6 @@ pub fn event(e: &Event) -> Value {
             "id": i.id,
             "payload": i.payload,
         }),
+        Event::Endpoint(_) => Value::Null,
     }
 }

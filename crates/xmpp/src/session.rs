@@ -1192,6 +1192,14 @@ impl State {
 
     async fn on_iq(&mut self, line: &Line, el: Element) -> Step {
         let kind = el.attr("type").unwrap_or_default();
+        // Addressed to one resource (another client's, or another of this person's): routed
+        // there as it is (RFC 6120 §10.5.4), answers included.
+        if let Target::Full(to, resource) = jid::parse_target(&line.hub, el.attr("to"))
+            && !(&to == self.bare() && resource == self.resource)
+        {
+            self.route_to_resource(line, el, &to, &resource);
+            return Ok(());
+        }
         if kind == "result" || kind == "error" {
             // Answers to roster pushes and pings: nothing to do.
             return Ok(());
@@ -1281,6 +1289,21 @@ impl State {
             self.send(reply, None);
         }
         Ok(())
+    }
+
+    fn route_to_resource(&mut self, line: &Line, mut el: Element, to: &Address, resource: &str) {
+        let answer = matches!(el.attr("type"), Some("result" | "error"));
+        el.set_attr("from", self.full_jid.as_str());
+        let routed = line.is_bound(to, resource)
+            && line
+                .hub
+                .relay_to_endpoint(&self.principal, &self.resource, to, resource, el.to_xml())
+                .is_ok();
+        if !routed && !answer {
+            let mut error = error_reply(&el, Condition::ServiceUnavailable, None);
+            error.set_attr("from", format!("{to}/{resource}"));
+            self.send(error, None);
+        }
     }
 
     async fn roster_iq(
@@ -1560,6 +1583,13 @@ impl State {
             // Confidential conversations are groups the web line shows; XMPP clients do not
             // join them yet.
             Event::Relayed(_) | Event::Confidential(_) => {}
+            Event::Endpoint(stanza) => {
+                if stanza.to_endpoint == self.resource
+                    && let Some(el) = crate::pep::parse_payload(&stanza.payload)
+                {
+                    self.send(el, None);
+                }
+            }
             Event::Item(update) => {
                 let notification = crate::pep::notification(&update);
                 self.send(notification, None);

@@ -147,6 +147,47 @@ impl Hub {
             })
     }
 
+    /// Relays a stanza to one endpoint of a person: one of the principal's own, or one of a
+    /// contact with a subscription in either direction who does not block the principal and
+    /// is online. Anyone else reads like an endpoint that does not exist.
+    pub fn relay_to_endpoint(
+        &self,
+        principal: &Principal,
+        from_endpoint: &str,
+        to: &Address,
+        to_endpoint: &str,
+        payload: String,
+    ) -> HubResult<()> {
+        let unavailable = || HubError::NotFound(format!("{to}/{to_endpoint} is not available"));
+        let to_user = self.inner.online_user(to).ok_or_else(unavailable)?;
+        if to != &principal.address {
+            let me = self.inner.person(principal.user).ok_or_else(unavailable)?;
+            let related = {
+                let p = me.lock().unwrap_or_else(|e| e.into_inner());
+                p.audience.contains_key(to) || p.watching.contains(to)
+            };
+            let blocked = self.inner.person(to_user).is_none_or(|them| {
+                them.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .blocked
+                    .contains(&principal.address)
+            });
+            if !related || blocked {
+                return Err(unavailable());
+            }
+        }
+        self.inner.bus.send(Delivery::Event {
+            to: Recipients::Users(vec![to_user]),
+            event: Event::Endpoint(Arc::new(EndpointStanza {
+                from: principal.address.clone(),
+                from_endpoint: from_endpoint.to_string(),
+                to_endpoint: to_endpoint.to_string(),
+                payload,
+            })),
+        });
+        Ok(())
+    }
+
     fn announce_item(&self, principal: &Principal, node: &str, id: &str, payload: Option<String>) {
         let mut to = vec![principal.user];
         if let Some(person) = self.inner.person(principal.user) {
