@@ -59,6 +59,7 @@ pub async fn negotiate<T: Transport>(line: &Line, t: &mut T, client: &str) -> Op
                     return None;
                 }
                 Incoming::Gone => return None,
+                Incoming::Tick => continue,
                 Incoming::Error(e) => {
                     t.close(Some((e.condition(), Some(e.text())))).await;
                     return None;
@@ -111,14 +112,18 @@ pub async fn negotiate<T: Transport>(line: &Line, t: &mut T, client: &str) -> Op
 
 /// Reads the client's stream opening and checks it is for this server.
 async fn expect_open<T: Transport>(line: &Line, t: &mut T) -> Option<()> {
-    let problem = match t.read().await {
+    let mut incoming = t.read().await;
+    while matches!(incoming, Incoming::Tick) {
+        incoming = t.read().await;
+    }
+    let problem = match incoming {
         Incoming::Open { to } => match to {
             Some(to) if !line.hub.config().serves(&to.to_ascii_lowercase()) => {
                 ("host-unknown", format!("this server does not serve {to}"))
             }
             _ => return Some(()),
         },
-        Incoming::Gone | Incoming::Close => return None,
+        Incoming::Gone | Incoming::Close | Incoming::Tick => return None,
         Incoming::Error(e) => (e.condition(), e.text().to_string()),
         Incoming::Stanza(_) => ("bad-format", "the stream must be opened first".to_string()),
     };

@@ -24,6 +24,7 @@ use crate::Line;
 use crate::auth;
 use crate::session::{self, Incoming, Transport};
 use crate::stanza::NS_CLIENT;
+use switchboard_core::model::Pos;
 
 pub const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
 pub const NS_XBOSH: &str = "urn:xmpp:xbosh";
@@ -60,6 +61,12 @@ struct BoshState {
     answered: VecDeque<(u64, String)>,
     last_request: Option<Instant>,
     in_flight: usize,
+    /// The highest journal position among what the session has written.
+    written: Option<Pos>,
+    /// Per answered request: the highest position it (or an earlier answer) carried.
+    carried: VecDeque<(u64, Option<Pos>)>,
+    /// Confirmed by the client's later requests, not yet taken by the session.
+    confirmed: Option<Pos>,
 }
 
 impl BoshSession {
@@ -110,6 +117,21 @@ impl Transport for BoshTransport {
 
     fn secure(&self) -> bool {
         self.secure
+    }
+
+    /// A BOSH response may never reach the client (the request's connection can fail); the
+    /// client's later requests say which responses it has.
+    fn confirms_on_write(&self) -> bool {
+        false
+    }
+
+    fn written_upto(&mut self, pos: Pos) {
+        let mut st = self.shared.lock();
+        st.written = Some(st.written.map_or(pos, |w| w.max(pos)));
+    }
+
+    fn take_confirmed(&mut self) -> Option<Pos> {
+        self.shared.lock().confirmed.take()
     }
 
     async fn close(&mut self, error: Option<(&str, Option<&str>)>) {
@@ -279,8 +301,9 @@ async fn create(line: &Arc<Line>, peer: SocketAddr, body: &Element, rid: u64) ->
     let _ = shared.inbox.send(Incoming::Open { to }).await;
     let attrs = format!(
         "xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}' xmlns:stream='{NS_STREAMS}' sid='{sid}' \
-         wait='{wait}' hold='1' requests='{REQUESTS}' inactivity='{}' polling='2' ver='1.11' \
+         authid='{}' wait='{wait}' hold='1' requests='{REQUESTS}' inactivity='{}' polling='2' ver='1.11' \
          from='{}' xmpp:version='1.0' xmpp:restartlogic='true' maxpause='60'",
+        switchboard_core::credentials::new_public_id(),
         INACTIVITY.as_secs(),
         escape(line.domain(), true)
     );
@@ -362,12 +385,33 @@ async fn continue_session(
             return terminate("item-not-found");
         }
     }
-    {
+    let confirmed = {
         let mut st = shared.lock();
         st.next_rid = rid + 1;
         st.newest += 1;
-    }
+        // XEP-0124 §9: the client has every response up to its `ack`, or, without one, the
+        // responses to all requests but those it may still have open.
+        let upto = body
+            .attr("ack")
+            .and_then(|a| a.parse::<u64>().ok())
+            .unwrap_or(rid.saturating_sub(REQUESTS));
+        let mut confirmed = None;
+        while let Some(&(answered, pos)) = st.carried.front() {
+            if answered > upto {
+                break;
+            }
+            st.carried.pop_front();
+            confirmed = confirmed.max(pos);
+        }
+        if confirmed.is_some() {
+            st.confirmed = st.confirmed.max(confirmed);
+        }
+        confirmed.is_some()
+    };
     shared.output.notify_waiters();
+    if confirmed {
+        let _ = shared.inbox.try_send(Incoming::Tick);
+    }
     let mut incoming: Vec<Incoming> = body.children().cloned().map(Incoming::Stanza).collect();
     if body.attr_ns(NS_XBOSH, "restart") == Some("true") {
         incoming.push(Incoming::Open {
@@ -400,19 +444,25 @@ async fn respond(shared: &Arc<BoshSession>, rid: u64, attrs: String) -> Response
         st.newest
     };
     let deadline = Instant::now() + shared.wait;
-    let (items, ended) = loop {
+    // What is taken, with the highest position written so far, under one lock: everything
+    // at or below that position is in this answer or an earlier one.
+    let take = |st: &mut BoshState| {
+        (
+            std::mem::take(&mut st.outbox),
+            st.terminated.clone(),
+            st.written,
+        )
+    };
+    let (items, ended, written) = loop {
         let notified = shared.output.notified();
         {
             let mut st = shared.lock();
             if !st.outbox.is_empty() || st.terminated.is_some() || st.newest != me {
-                break (std::mem::take(&mut st.outbox), st.terminated.clone());
+                break take(&mut st);
             }
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            break (
-                std::mem::take(&mut shared.lock().outbox),
-                shared.lock().terminated.clone(),
-            );
+            break take(&mut shared.lock());
         }
     };
     let mut open = format!("<body {attrs}");
@@ -430,6 +480,12 @@ async fn respond(shared: &Arc<BoshSession>, rid: u64, attrs: String) -> Response
     let mut st = shared.lock();
     st.in_flight -= 1;
     st.last_request = Some(Instant::now());
+    st.carried.push_back((rid, written));
+    while st.carried.len() > 64 {
+        // A client that never confirms: forget the oldest, which only delays delivery
+        // state, never marks anything delivered early.
+        st.carried.pop_front();
+    }
     st.answered.push_back((rid, answer.clone()));
     while st.answered.len() > REQUESTS as usize {
         st.answered.pop_front();

@@ -37,6 +37,8 @@ pub enum Incoming {
     Stanza(Element),
     /// The client closed the stream cleanly.
     Close,
+    /// Nothing to read, but the transport learnt something (a delivery confirmation).
+    Tick,
     /// The connection is gone without a close.
     Gone,
     /// The client broke the stream's rules.
@@ -60,6 +62,19 @@ pub trait Transport: Send {
     fn restart(&mut self);
     /// Whether the client's connection is encrypted (PLAIN is offered only then).
     fn secure(&self) -> bool;
+    /// Whether a successful write means the client has what was written (a socket: as far
+    /// as the server can ever know). BOSH learns it from the client's later requests.
+    fn confirms_on_write(&self) -> bool {
+        true
+    }
+    /// For transports that confirm later: what was written so far carries journal positions
+    /// up to `pos`.
+    fn written_upto(&mut self, _pos: Pos) {}
+    /// For transports that confirm later: the highest position the client has confirmed
+    /// since the last call.
+    fn take_confirmed(&mut self) -> Option<Pos> {
+        None
+    }
     /// Ends the stream, with a stream error condition first if one is given.
     fn close(&mut self, error: Option<(&str, Option<&str>)>) -> impl Future<Output = ()> + Send;
 }
@@ -167,6 +182,7 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
         };
         let el = match incoming {
             Incoming::Stanza(el) => el,
+            Incoming::Tick => continue,
             Incoming::Open { .. } => {
                 t.close(Some(("bad-format", Some("the stream was already opened"))))
                     .await;
@@ -243,11 +259,19 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
             if t.write(&out).await.is_err() {
                 break Flow::Continue;
             }
-            state.written_to_client(&line);
+            match state.written.take() {
+                Some(pos) if t.confirms_on_write() => line.hub.ack(&state.slot, pos),
+                Some(pos) => t.written_upto(pos),
+                None => {}
+            }
+        }
+        if let Some(pos) = t.take_confirmed() {
+            line.hub.ack(&state.slot, pos);
         }
         let step = tokio::select! {
             incoming = t.read() => match incoming {
                 Incoming::Stanza(el) => state.handle(&line, el).await,
+                Incoming::Tick => Ok(()),
                 Incoming::Open { .. } => Err(("bad-format", "the stream was already opened".to_string())),
                 Incoming::Close => {
                     let _ = t.write(&std::mem::take(&mut state.out)).await;
@@ -292,6 +316,16 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
             let _ = t.write(&std::mem::take(&mut state.out)).await;
             t.close(Some((condition, Some(&text)))).await;
             break Flow::Closed;
+        }
+        if state.too_far_behind(&line) {
+            // Bounded memory: the connection goes, the session waits to be resumed with
+            // what it kept; what comes meanwhile waits in the hub, then in the store.
+            t.close(Some((
+                "policy-violation",
+                Some("too many stanzas went unacknowledged; resume the stream"),
+            )))
+            .await;
+            break Flow::Continue;
         }
     };
     if let Some(id) = registered {
@@ -620,27 +654,27 @@ impl State {
         self.out.push(el.to_xml());
     }
 
-    /// After a successful write: a client without stream management has what was written.
-    fn written_to_client(&mut self, line: &Line) {
-        if let Some(pos) = self.written.take() {
-            line.hub.ack(&self.slot, pos);
-        }
-    }
-
     /// Asks the client for an acknowledgement when stanzas wait for one and no request is
     /// outstanding.
+    ///
+    /// Messages are asked for at once (their delivery state waits on it); other stanzas in
+    /// batches of `ack_request_every`, so presence traffic does not double the stanza count.
     fn request_ack(&mut self, line: &Line) {
         if let Some(sm) = &mut self.sm
             && !sm.requested
-            && !sm.unacked.is_empty()
+            && (sm.unacked.len() >= line.config.ack_request_every
+                || sm.unacked.iter().any(|(_, pos, _)| pos.is_some()))
         {
-            if sm.unacked.len() > line.config.max_unacked {
-                // Far behind: stop asking; the write path will fail or the client catches up.
-                return;
-            }
             sm.requested = true;
             self.out.push(Element::new("r", NS_SM).to_xml());
         }
+    }
+
+    /// Whether the client let more stanzas go unacknowledged than are kept for resending.
+    fn too_far_behind(&self, line: &Line) -> bool {
+        self.sm
+            .as_ref()
+            .is_some_and(|sm| sm.unacked.len() > line.config.max_unacked)
     }
 
     fn on_ack(&mut self, line: &Line, h: u32) {
