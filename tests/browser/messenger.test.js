@@ -4,55 +4,16 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const { PASSWORD, TIMEOUT, until, startServer, launchChromium } = require('./support');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BINARY = path.join(TARGET, 'debug', 'switchboard');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const PASSWORD = 'correct horse battery';
-const TIMEOUT = 15000;
 
 let server;
-let serverLog = '';
-let dataDir;
 let base;
-let env;
 let browser;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-// Polls `check` until it returns a truthy value, failing with `what` after the deadline.
-async function until(what, check, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what} (last: ${last})`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function textOf(locator) {
   return (await locator.count()) ? (await locator.first().textContent()) : null;
@@ -65,51 +26,17 @@ async function expectText(locator, pattern, what) {
   });
 }
 
-function addUser(name) {
-  execFileSync(BINARY, ['user', 'add', name], { env, input: `${PASSWORD}\n`, stdio: ['pipe', 'pipe', 'pipe'] });
-}
-
 before(async () => {
-  assert.ok(fs.existsSync(BINARY), `build the server first: cargo build -p switchboard (${BINARY})`);
-  assert.ok(fs.existsSync(CHROMIUM), `install Debian's chromium (${CHROMIUM})`);
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-browser-'));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  env = {
-    ...process.env,
-    SWITCHBOARD_DATA_DIR: dataDir,
-    SWITCHBOARD_HTTP_LISTEN: `127.0.0.1:${port}`,
-    // These tests drive the web clients; XMPP's standard ports may be taken on this machine.
-    SWITCHBOARD_XMPP_ENABLED: 'false',
-    SWITCHBOARD_AUTH_SCRAM_ITERATIONS: '64',
-    SWITCHBOARD_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE: '1000',
-  };
-  server = spawn(BINARY, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.stdout.on('data', (d) => { serverLog += d; });
-  server.stderr.on('data', (d) => { serverLog += d; });
-  await until('the server to answer /healthz', async () => {
-    if (server.exitCode !== null) throw new Error(`server exited: ${serverLog}`);
-    const res = await fetch(`${base}/healthz`).catch(() => null);
-    return res && res.ok;
+  server = await startServer({
+    users: ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank'],
   });
-  for (const name of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'gina', 'hank']) addUser(name);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  base = server.base;
+  browser = await launchChromium();
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  if (server) await server.stop();
 });
 
 // A signed-in messenger page of `user` in a fresh browser context.

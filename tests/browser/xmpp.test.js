@@ -10,96 +10,31 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
-const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const { PASSWORD, until, startServer, launchChromium } = require('./support');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
-const BINARY = path.join(TARGET, 'debug', 'switchboard');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // strophe.js's browser bundle (its package.json "browser" entry), a UMD script that defines
 // the globals Strophe, $iq, $msg, $pres.
 const STROPHE = path.join(__dirname, 'node_modules', 'strophe.js', 'dist', 'strophe.umd.cjs');
-const PASSWORD = 'correct horse battery';
 const DOMAIN = 'localhost';
-const TIMEOUT = 15000;
 
 let server;
-let serverLog = '';
-let dataDir;
 let base;
-let env;
 let pageServer;
 let pageBase;
 let browser;
 
-// `n` distinct free ports: all are held open together, so none is handed out twice.
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => resolve(s));
-  })));
-  const ports = servers.map((s) => s.address().port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
-
-// Polls `check` until it returns a truthy value, failing with `what` after the deadline.
-async function until(what, check, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what} (last: ${last})`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function addUser(name) {
-  execFileSync(BINARY, ['user', 'add', name], { env, input: `${PASSWORD}\n`, stdio: ['pipe', 'pipe', 'pipe'] });
-}
-
 before(async () => {
-  assert.ok(fs.existsSync(BINARY), `build the server first: cargo build -p switchboard (${BINARY})`);
-  assert.ok(fs.existsSync(CHROMIUM), `install Debian's chromium (${CHROMIUM})`);
   assert.ok(fs.existsSync(STROPHE), `install the test's packages: npm ci in tests/browser (${STROPHE})`);
-  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-xmpp-browser-'));
-  const [port, xmppPort, xmppTlsPort] = await freePorts(3);
-  base = `http://127.0.0.1:${port}`;
-  env = {
-    ...process.env,
-    SWITCHBOARD_DATA_DIR: dataDir,
-    SWITCHBOARD_HTTP_LISTEN: `127.0.0.1:${port}`,
-    // XMPP's standard ports may be taken on this machine; these tests use the HTTP port only.
-    SWITCHBOARD_XMPP_LISTEN: `127.0.0.1:${xmppPort}`,
-    SWITCHBOARD_XMPP_TLS_LISTEN: `127.0.0.1:${xmppTlsPort}`,
+  server = await startServer({
+    users: ['alice', 'bob', 'carol', 'dave', 'erin'],
     // Strophe refuses SCRAM with fewer than 4096 iterations (it then answers the challenge
     // with an empty <response/>), so this test keeps the default work factor.
-    SWITCHBOARD_AUTH_SCRAM_ITERATIONS: '4096',
-    SWITCHBOARD_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE: '1000',
-  };
-  server = spawn(BINARY, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.stdout.on('data', (d) => { serverLog += d; });
-  server.stderr.on('data', (d) => { serverLog += d; });
-  await until('the server to answer /healthz', async () => {
-    if (server.exitCode !== null) throw new Error(`server exited: ${serverLog}`);
-    const res = await fetch(`${base}/healthz`).catch(() => null);
-    return res && res.ok;
+    extraEnv: { SWITCHBOARD_AUTH_SCRAM_ITERATIONS: '4096' },
   });
-  for (const name of ['alice', 'bob', 'carol', 'dave', 'erin']) addUser(name);
+  base = server.base;
 
   // The page strophe runs in: another origin than the server's (another port).
   pageServer = http.createServer((req, res) => {
@@ -109,24 +44,13 @@ before(async () => {
   await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
   pageBase = `http://127.0.0.1:${pageServer.address().port}`;
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   if (browser) await browser.close();
   if (pageServer) await new Promise((r) => pageServer.close(r));
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-  }
-  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  if (server) await server.stop();
 });
 
 // Runs in the page, after strophe: small helpers over Strophe.Connection, one client per name

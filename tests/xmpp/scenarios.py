@@ -115,6 +115,17 @@ def describe(name, payload):
     return name
 
 
+async def expect_iq_error(awaitable, condition, what):
+    """Awaits an IQ that must fail with `condition` (an RFC 6120 stanza error)."""
+    try:
+        await awaitable
+    except IqError as e:
+        check(e.iq["error"]["condition"] == condition, f"{condition} for {what}",
+              e.iq["error"]["condition"])
+        return
+    raise ScenarioFailure(f"expected {condition} for {what}; the request succeeded")
+
+
 async def deadline(awaitable, timeout, what):
     try:
         return await asyncio.wait_for(awaitable, timeout)
@@ -139,6 +150,7 @@ class Context:
     def __init__(self, args):
         self.host = args.host
         self.port = args.port
+        self.tls_port = args.tls_port
         self.domain = args.domain
         self.ca = args.ca
         self.timeout = args.timeout
@@ -535,12 +547,8 @@ async def scenario_iq(ctx):
     bob = new_client(ctx, ctx.bob, "desk")
     for client in (alice, bob):
         await start_session(ctx, client)
-    try:
-        await alice.plugin["xep_0199"].send_ping(bob.boundjid, timeout=ctx.timeout)
-        raise ScenarioFailure("expected a ping to a stranger's resource to fail")
-    except IqError as e:
-        check(e.iq["error"]["condition"] == "service-unavailable",
-              "service-unavailable for a stranger's resource", e.iq["error"]["condition"])
+    await expect_iq_error(alice.plugin["xep_0199"].send_ping(bob.boundjid, timeout=ctx.timeout),
+                          "service-unavailable", "a ping to a stranger's resource")
     log("iq: a stranger's resource reads like nobody there")
     await make_contacts(ctx, alice, bob)
     pong = await alice.plugin["xep_0199"].send_ping(bob.boundjid, timeout=ctx.timeout)
@@ -557,14 +565,33 @@ async def scenario_iq(ctx):
     await phone.plugin["xep_0199"].send_ping(alice.boundjid, timeout=ctx.timeout)
     log("iq: one resource of alice's reached another")
     gone = JID(f"{ctx.bob}@{ctx.domain}/nowhere")
-    try:
-        await alice.plugin["xep_0199"].send_ping(gone, timeout=ctx.timeout)
-        raise ScenarioFailure("expected a ping to an unbound resource to fail")
-    except IqError as e:
-        check(e.iq["error"]["condition"] == "service-unavailable",
-              "service-unavailable for a resource that is not bound", e.iq["error"]["condition"])
+    await expect_iq_error(alice.plugin["xep_0199"].send_ping(gone, timeout=ctx.timeout),
+                          "service-unavailable", "a ping to a resource that is not bound")
     for client in (phone, alice, bob):
         await disconnect(ctx, client)
+
+
+async def scenario_direct_tls(ctx):
+    """XEP-0368: TLS from the first byte on the direct TLS port, then SCRAM as usual."""
+    check(ctx.tls_port, "--tls-port for the direct_tls scenario", None)
+    alice = new_client(ctx, ctx.alice, "direct")
+    alice.enable_direct_tls, alice.enable_starttls = True, False
+    mark = alice.rec.mark()
+    log(f"{alice.label}: connecting to {ctx.host}:{ctx.tls_port} (direct TLS)")
+    alice.connect(host=ctx.host, port=ctx.tls_port)
+    await alice.rec.until(lambda: alice.rec.since(mark, *SESSION_OUTCOMES),
+                          "the direct TLS connection's outcome", seen=lambda: alice.rec.since(mark))
+    outcome = alice.rec.since(mark, *SESSION_OUTCOMES)[0][0]
+    check(outcome == "session_start", "a session over direct TLS", outcome)
+    check(isinstance(alice.socket, ssl.SSLObject) and "starttls" not in alice.features,
+          "TLS from the start, without STARTTLS",
+          f"socket {type(alice.socket).__name__}, features {sorted(alice.features)}")
+    used = alice.plugin["feature_mechanisms"].mech.name
+    check(used == "SCRAM-SHA-256", "SCRAM-SHA-256 over direct TLS", used)
+    roster = await fetch_roster(ctx, alice)
+    check(roster == {}, "an empty roster", roster)
+    log(f"direct_tls: {alice.boundjid} online over {alice.socket.version()}")
+    await disconnect(ctx, alice)
 
 
 async def scenario_shutdown(ctx):
@@ -731,12 +758,8 @@ async def scenario_pep(ctx):
                    ctx.timeout, "alice to publish her nickname")
     log("pep: alice published her nickname")
     # Not a contact yet: bob may not read it, and it reads like no node at all.
-    try:
-        await bob.plugin["xep_0060"].get_items(JID(a), NS_NICK, timeout=ctx.timeout)
-        raise ScenarioFailure("expected item-not-found for a stranger reading alice's nickname")
-    except IqError as e:
-        check(e.iq["error"]["condition"] == "item-not-found",
-              "item-not-found for a stranger", e.iq["error"]["condition"])
+    await expect_iq_error(bob.plugin["xep_0060"].get_items(JID(a), NS_NICK, timeout=ctx.timeout),
+                          "item-not-found", "a stranger reading alice's nickname")
     log("pep: a stranger cannot read it")
 
     await make_contacts(ctx, alice, bob)
@@ -755,13 +778,10 @@ async def scenario_pep(ctx):
     await bob.rec.until(lambda: "Alice in Wonderland" in nicks,
                         "a PEP notification of alice's new nickname", seen=lambda: nicks)
     log("pep: bob was notified of the new nickname")
-    try:
-        await bob.plugin["xep_0060"].publish(JID(a), NS_NICK, payload=ET.fromstring(
-            f"<nick xmlns='{NS_NICK}'>mallory</nick>"), timeout=ctx.timeout)
-        raise ScenarioFailure("expected bob's publish to alice's node to be refused")
-    except IqError as e:
-        check(e.iq["error"]["condition"] == "forbidden", "forbidden for a publish to another's node",
-              e.iq["error"]["condition"])
+    mallory = ET.fromstring(f"<nick xmlns='{NS_NICK}'>mallory</nick>")
+    await expect_iq_error(bob.plugin["xep_0060"].publish(JID(a), NS_NICK, payload=mallory,
+                                                         timeout=ctx.timeout),
+                          "forbidden", "bob publishing to alice's node")
 
     # Kept in the store: a new session of alice's reads the newest one back.
     await disconnect(ctx, alice)
@@ -939,6 +959,7 @@ SCENARIOS = {
     "shutdown": scenario_shutdown,
     "takeover": scenario_takeover,
     "iq": scenario_iq,
+    "direct_tls": scenario_direct_tls,
 }
 
 
@@ -951,6 +972,7 @@ def parse_args(argv):
     p.add_argument("--ca", required=True, help="PEM certificate to trust for the server")
     p.add_argument("--user", action="append", required=True, help="name:password (alice, then bob)")
     p.add_argument("--http", help="base URL of the web line, for the web scenario")
+    p.add_argument("--tls-port", type=int, help="the direct TLS port, for the direct_tls scenario")
     p.add_argument("--timeout", type=float, default=20.0, help="deadline of every wait, seconds")
     p.add_argument("--debug", action="store_true", help="slixmpp debug logging (every stanza)")
     return p.parse_args(argv)

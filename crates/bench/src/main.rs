@@ -253,6 +253,28 @@ async fn login_all(server: &Server, names: &[String]) -> Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// Waits until the server holds all `sessions` (plus the baseline one) and has settled, then
+/// prints the memory each one takes.
+async fn report_idle(server: &Server, sessions: usize, before: u64, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.metric("switchboard_sessions").await? < (sessions + 1) as f64 {
+        if Instant::now() > deadline {
+            bail!("the server did not hold every session");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Settling: allocations that follow a login (presence fan-out, stored records) finish.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss_kib()?;
+    let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / sessions as f64;
+    println!(
+        "idle sessions: {sessions}; server RSS {before} KiB -> {after} KiB; {:.0} bytes ({:.1} KiB) per idle {what}",
+        per_session,
+        per_session / 1024.0
+    );
+    Ok(())
+}
+
 async fn idle(cli: &Cli, sessions: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let names: Vec<String> = (0..=sessions).map(|i| format!("idle{i}")).collect();
@@ -271,21 +293,7 @@ async fn idle(cli: &Cli, sessions: usize) -> Result<()> {
             sockets.push(socket?);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.metric("switchboard_sessions").await? < (sessions + 1) as f64 {
-        if Instant::now() > deadline {
-            bail!("the server did not hold every session");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = server.rss_kib()?;
-    let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / sessions as f64;
-    println!(
-        "idle sessions: {sessions}; server RSS {before} KiB -> {after} KiB; {:.0} bytes ({:.1} KiB) per idle authenticated WebSocket session",
-        per_session,
-        per_session / 1024.0
-    );
+    report_idle(&server, sessions, before, "authenticated WebSocket session").await?;
     drop(first);
     drop(sockets);
     Ok(())
@@ -312,21 +320,7 @@ async fn xmpp_idle(cli: &Cli, sessions: usize) -> Result<()> {
             clients.push(client?);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.metric("switchboard_sessions").await? < (sessions + 1) as f64 {
-        if Instant::now() > deadline {
-            bail!("the server did not hold every session");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = server.rss_kib()?;
-    let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / sessions as f64;
-    println!(
-        "idle XMPP sessions: {sessions}; server RSS {before} KiB -> {after} KiB; {:.0} bytes ({:.1} KiB) per idle session over STARTTLS",
-        per_session,
-        per_session / 1024.0
-    );
+    report_idle(&server, sessions, before, "XMPP session over STARTTLS").await?;
     drop(first);
     drop(clients);
     Ok(())

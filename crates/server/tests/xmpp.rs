@@ -45,6 +45,7 @@ fn scenario_command(server: &Server, name: &str) -> Command {
         .args(["--user", &format!("alice:{PASSWORD}")])
         .args(["--user", &format!("bob:{PASSWORD}")])
         .args(["--http", &server.base])
+        .args(["--tls-port", &server.xmpp_tls_port.to_string()])
         .args(["--timeout", &DEADLINE.as_secs().to_string()]);
     cmd
 }
@@ -74,6 +75,11 @@ async fn scenario(name: &str) {
 #[tokio::test]
 async fn login_over_starttls_with_scram_sha_256_and_sha_1() {
     scenario("login").await;
+}
+
+#[tokio::test]
+async fn login_over_direct_tls() {
+    scenario("direct_tls").await;
 }
 
 #[tokio::test]
