@@ -78,6 +78,11 @@ async fn login_over_starttls_with_scram_sha_256_and_sha_1() {
 }
 
 #[tokio::test]
+async fn a_web_group_is_a_room_for_xmpp_clients() {
+    scenario("rooms").await;
+}
+
+#[tokio::test]
 async fn login_over_direct_tls() {
     scenario("direct_tls").await;
 }
