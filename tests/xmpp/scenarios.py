@@ -596,6 +596,48 @@ async def scenario_direct_tls(ctx):
     await disconnect(ctx, alice)
 
 
+async def scenario_csi(ctx):
+    """XEP-0352: an inactive client gets messages at once but no presence churn or typing
+    notifications; when it becomes active it gets each contact's newest presence once."""
+    alice, bob = await two_contacts(ctx, alice_plugins=("xep_0085",), bob_plugins=("xep_0085",))
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    alice.add_event_handler("chatstate_composing", lambda m: alice.rec.record("composing", m))
+    # A first message makes the conversation that typing notifications belong to.
+    bob.send_message(mto=a, mbody="hello", mtype="chat")
+    await wait_chat(alice, b, ["hello"], "bob's first message")
+    alice.send_raw("<inactive xmlns='urn:xmpp:csi:0'/>")
+    await server_round_trip(ctx, alice)  # the server has read <inactive/>
+    mark = alice.rec.mark()
+    bob.send_presence(pshow="away", pstatus="first")
+    bob.send_presence(pshow="away", pstatus="second")
+    bob.send_presence(pshow="dnd", pstatus="last")
+    composing = bob.make_message(mto=a, mtype="chat")
+    composing["chat_state"] = "composing"
+    composing.send()
+    bob.send_message(mto=a, mbody="while you were inactive", mtype="chat")
+    # Events reach alice in order: once the message is here, the presences and the typing
+    # notification before it have been dealt with.
+    await wait_chat(alice, b, ["while you were inactive"], "the message, at once", mark)
+    churn = [p for p in presences_from(alice, b, mark) if p["type"] in ("away", "dnd")]
+    check(not churn, "no presence from bob while inactive", [str(p["status"]) for p in churn])
+    states = alice.rec.payloads("composing", mark)
+    check(not states, "no typing notification while inactive", [str(m) for m in states])
+    log("csi: inactive alice got the message at once and no presence or typing")
+    alice.send_raw("<active xmlns='urn:xmpp:csi:0'/>")
+    await wait_presence(alice, b, ("dnd",), "bob's newest presence on becoming active", mark)
+    seen = [(p["type"], p["status"]) for p in presences_from(alice, b, mark)]
+    check(seen == [("dnd", "last")], "only the newest presence, once", seen)
+    log("csi: active again, alice got bob's newest presence only")
+    mark = alice.rec.mark()
+    composing = bob.make_message(mto=a, mtype="chat")
+    composing["chat_state"] = "composing"
+    composing.send()
+    await alice.rec.until(lambda: alice.rec.payloads("composing", mark),
+                          "bob's typing notification now that alice is active")
+    for client in (alice, bob):
+        await disconnect(ctx, client)
+
+
 async def scenario_shutdown(ctx):
     """Run by a test that stops the server once this says it is ready: the stream must end
     with the stream error system-shutdown, not just a dropped connection."""
@@ -732,6 +774,22 @@ async def scenario_carbons(ctx):
           f"the sent carbon to show {phone.boundjid} -> {b}", f"{inner['from']} -> {inner['to']}")
     await wait_chat(bob, a, [outgoing], f"alice's {outgoing!r}", bob_mark)
     log("carbons: alice/laptop got the sent carbon; bob got the message")
+
+    # <private/> (XEP-0280 §7): no copy to the other resource.
+    laptop_mark, bob_mark = laptop.rec.mark(), bob.rec.mark()
+    secret = phone.make_message(mto=b, mbody="just between us", mtype="chat")
+    secret.append(ET.fromstring(f"<private xmlns='{NS_CARBONS}'/>"))
+    secret.send()
+    phone.send_message(mto=b, mbody="after the secret", mtype="chat")
+    await laptop.rec.until(
+        lambda: any(carbon_inner(m, "carbon_sent")["body"] == "after the secret"
+                    for m in laptop.rec.payloads("carbon_sent", laptop_mark)),
+        "a sent carbon of the message after the private one")
+    copied = [carbon_inner(m, "carbon_sent")["body"]
+              for m in laptop.rec.payloads("carbon_sent", laptop_mark)]
+    check(copied == ["after the secret"], "no carbon of the private message", copied)
+    await wait_chat(bob, a, ["just between us", "after the secret"], "both messages", bob_mark)
+    log("carbons: a private message reached bob with no copy on alice/laptop")
     for client in (laptop, phone, bob):
         await disconnect(ctx, client)
 
@@ -1030,6 +1088,7 @@ SCENARIOS = {
     "iq": scenario_iq,
     "direct_tls": scenario_direct_tls,
     "rooms": scenario_rooms,
+    "csi": scenario_csi,
 }
 
 

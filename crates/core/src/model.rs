@@ -412,6 +412,9 @@ pub struct NewMessage {
     /// The sender's endpoint it came from (an XMPP resource), for the sender's other
     /// endpoints' copies. Not stored either.
     pub from_endpoint: Option<String>,
+    /// The sender asked that the person's other endpoints get no copies (XEP-0280
+    /// `<private/>`). Live delivery only.
+    pub private: bool,
 }
 
 /// A message as stored and delivered.
@@ -430,6 +433,8 @@ pub struct StoredMessage {
     pub to_endpoint: Option<String>,
     #[serde(skip)]
     pub from_endpoint: Option<String>,
+    #[serde(skip)]
+    pub private: bool,
 }
 
 /// A durable event about a person's account, replayed on resumption like messages.

@@ -83,6 +83,11 @@ async fn a_web_group_is_a_room_for_xmpp_clients() {
 }
 
 #[tokio::test]
+async fn an_inactive_client_gets_messages_but_no_presence_churn() {
+    scenario("csi").await;
+}
+
+#[tokio::test]
 async fn login_over_direct_tls() {
     scenario("direct_tls").await;
 }

@@ -104,6 +104,7 @@ async fn main() {
                             sent_at: now_millis(),
                             to_endpoint: None,
                             from_endpoint: None,
+                            private: false,
                         })
                     })
                     .collect::<Vec<_>>();

@@ -214,6 +214,7 @@ fn new_message(conversation: ConversationId, sender: &Account, client_id: &str) 
         sent_at: 1_700_000_000_000,
         to_endpoint: None,
         from_endpoint: None,
+        private: false,
     }
 }
 

@@ -702,7 +702,13 @@ impl State {
             return self.handle_sm(line, &el);
         }
         if el.ns() == NS_CSI {
+            // XEP-0352: while the client says it is inactive (a phone in a pocket), presence
+            // is held (the newest per person) and typing notifications are dropped; messages
+            // still go at once. Becoming active flushes what was held.
             self.inactive = el.name() == "inactive";
+            if !self.inactive && self.available {
+                self.flush_held();
+            }
             return Ok(());
         }
         if el.ns() != NS_CLIENT {
@@ -894,6 +900,7 @@ impl State {
                         switchboard_core::hub::Endpoints {
                             from: Some(&self.resource),
                             to: resource,
+                            private: el.get_child("private", NS_CARBONS).is_some(),
                         },
                     )
                     .await
@@ -1064,9 +1071,8 @@ impl State {
         let first = available && !self.available;
         self.available = available;
         if first {
-            let held: Vec<_> = self.held.drain().map(|(_, p)| p).collect();
-            for update in held {
-                self.presence_stanza(&update);
+            if !self.inactive {
+                self.flush_held();
             }
             // Requests that came while the person was away (RFC 6121 §3.1.3).
             let asking: Vec<Address> = self
@@ -1083,6 +1089,14 @@ impl State {
                     None,
                 );
             }
+        }
+    }
+
+    /// Sends the presence held while the client was not yet available or inactive.
+    fn flush_held(&mut self) {
+        let held: Vec<_> = self.held.drain().map(|(_, p)| p).collect();
+        for update in held {
+            self.presence_stanza(&update);
         }
     }
 
@@ -1588,7 +1602,7 @@ impl State {
         match event {
             Event::Message(m) => self.on_stored_message(line, &m).await,
             Event::Presence(update) => {
-                if self.available {
+                if self.available && !self.inactive {
                     self.presence_stanza(&update);
                 } else {
                     self.held.insert(update.from.clone(), update);
@@ -1598,7 +1612,7 @@ impl State {
             Event::Receipt(r) => self.on_receipt(&r),
             Event::Typing(t) => {
                 let direct = ConversationId::direct(self.bare(), &t.from);
-                if t.conversation == direct {
+                if t.conversation == direct && !self.inactive {
                     let state = match t.state {
                         Typing::Composing => "composing",
                         Typing::Paused => "paused",
@@ -1647,8 +1661,9 @@ impl State {
                     && line.is_bound(&me, resource)
                 {
                     // Meant for another of this person's resources (XEP-0280 §6): a
-                    // carbon copy if this client asked for them.
-                    if !self.carbons {
+                    // carbon copy if this client asked for them and the sender did not mark
+                    // the message private.
+                    if !self.carbons || m.private {
                         self.push_position(m.pos);
                         return;
                     }
@@ -1671,7 +1686,7 @@ impl State {
             Some(peer) => {
                 // Sent by this person from another session: a carbon (XEP-0280), unless
                 // this very session sent it (a replay after resumption).
-                if self.sent_ids.contains(&m.client_id) || !self.carbons {
+                if self.sent_ids.contains(&m.client_id) || !self.carbons || m.private {
                     // Still counts as handed out, so the position moves on.
                     self.push_position(m.pos);
                     return;

@@ -30,6 +30,8 @@ pub struct ConversationView {
 pub struct Endpoints<'a> {
     pub from: Option<&'a str>,
     pub to: Option<&'a str>,
+    /// No copies to the person's other endpoints (XEP-0280 `<private/>`).
+    pub private: bool,
 }
 
 /// The acknowledgement a sender gets.
@@ -351,6 +353,7 @@ impl Hub {
                     sent_at,
                     to_endpoint: endpoints.to.map(str::to_string),
                     from_endpoint: endpoints.from.map(str::to_string),
+                    private: endpoints.private,
                 }),
                 origin.map(|s| s.id.clone()),
             )

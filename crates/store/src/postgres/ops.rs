@@ -129,6 +129,7 @@ fn message(row: &Row) -> R<StoredMessage> {
         sent_at: col(row, 7)?,
         to_endpoint: None,
         from_endpoint: None,
+        private: false,
     })
 }
 
@@ -612,6 +613,7 @@ async fn append_message(w: &mut PgWriter, new: &NewMessage) -> Result<Appended, 
             sent_at: new.sent_at,
             to_endpoint: new.to_endpoint.clone(),
             from_endpoint: new.from_endpoint.clone(),
+            private: new.private,
         },
         duplicate: false,
     })

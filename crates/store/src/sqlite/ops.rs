@@ -202,6 +202,7 @@ fn message(row: &Row<'_>) -> Mapped<StoredMessage> {
             sent_at,
             to_endpoint: None,
             from_endpoint: None,
+            private: false,
         })
     })())
 }
@@ -573,6 +574,7 @@ fn append_message(conn: &Connection, state: &mut WriterState, new: &NewMessage) 
             sent_at: new.sent_at,
             to_endpoint: new.to_endpoint.clone(),
             from_endpoint: new.from_endpoint.clone(),
+            private: new.private,
         },
         duplicate: false,
     })
