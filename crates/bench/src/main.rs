@@ -10,6 +10,7 @@
 //! - `xmpp-idle`: the same for XMPP sessions over STARTTLS (logged in with SCRAM-SHA-256,
 //!   resource bound, initial presence sent).
 //! - `xmpp-logins`: complete STARTTLS + SCRAM-SHA-256 + bind logins per second.
+//! - `xmpp-throughput`: `throughput` with XMPP clients.
 
 mod xmpp;
 
@@ -70,6 +71,19 @@ enum Bench {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
     },
+    /// The same as `throughput`, with XMPP clients over STARTTLS.
+    XmppThroughput {
+        #[arg(long, default_value_t = 500)]
+        pairs: usize,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "5000,10000,15000,20000,25000,30000"
+        )]
+        rates: Vec<u64>,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Server memory per idle XMPP session over STARTTLS.
     XmppIdle {
         #[arg(long, default_value_t = 10_000)]
@@ -97,6 +111,11 @@ async fn main() -> Result<()> {
         } => throughput(&cli, pairs, rates, seconds).await,
         Bench::Idle { sessions } => idle(&cli, sessions).await,
         Bench::XmppIdle { sessions } => xmpp_idle(&cli, sessions).await,
+        Bench::XmppThroughput {
+            pairs,
+            ref rates,
+            seconds,
+        } => xmpp_throughput(&cli, pairs, rates, seconds).await,
         Bench::XmppLogins {
             logins,
             concurrency,
@@ -157,10 +176,7 @@ impl Server {
             .env("SWITCHBOARD_HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD_HTTP_CONNECTIONS_PER_IP", "0")
             .env("SWITCHBOARD_XMPP_ENABLED", xmpp.is_some().to_string())
-            .env(
-                "SWITCHBOARD_XMPP_LISTEN",
-                xmpp.map(|a| a.to_string()).unwrap_or_default(),
-            )
+            .envs(xmpp.map(|a| ("SWITCHBOARD_XMPP_LISTEN", a.to_string())))
             .env("SWITCHBOARD_XMPP_TLS_LISTEN", "")
             .env("SWITCHBOARD_XMPP_CONNECTIONS_PER_IP", "0")
             .env("SWITCHBOARD_LIMITS_MESSAGES_PER_SECOND", "0")
@@ -364,6 +380,105 @@ async fn xmpp_logins(cli: &Cli, logins: usize, concurrency: usize) -> Result<()>
     Ok(())
 }
 
+async fn xmpp_throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let names: Vec<String> = (0..pairs * 2).map(|i| format!("u{i}")).collect();
+    create_users(dir.path(), &names).await?;
+    let server = Server::start_with(cli, dir.path(), true).await?;
+    let addr = server.xmpp.context("the XMPP line is off")?;
+    let tls = xmpp::tls_config(&dir.path().join("xmpp-tls/cert.pem"))?;
+    let salts = xmpp::SaltCache::default();
+    let load = Load::new(pairs);
+    let mut senders = Vec::with_capacity(pairs);
+    for p in 0..pairs {
+        let receiver = xmpp::login(addr, &tls, &salts, &names[2 * p + 1], PASSWORD).await?;
+        let sender = xmpp::login(addr, &tls, &salts, &names[2 * p], PASSWORD).await?;
+        tokio::spawn(xmpp_receive(
+            receiver,
+            load.start,
+            load.step.clone(),
+            load.received.clone(),
+        ));
+        senders.push(sender);
+    }
+    for (i, sender) in senders.into_iter().enumerate() {
+        let to = format!("{}@localhost", names[2 * i + 1]);
+        tokio::spawn(xmpp_send(
+            sender,
+            to,
+            i,
+            Pacer::new(load.rate_per_sender.clone(), i as f64 / pairs as f64),
+            load.start,
+            load.sent.clone(),
+            load.acked.clone(),
+        ));
+    }
+    run_steps(&server, &load, rates, seconds, "XMPP (STARTTLS)").await
+}
+
+/// Sends chat messages at the paced rate. Stream management counts what the server took:
+/// it handles a client's stanzas in order and a message only once it is stored, so its
+/// answer `<a h='n'/>` to every 8th message's `<r/>` says n are durable.
+async fn xmpp_send(
+    mut client: xmpp::Client,
+    to: String,
+    index: usize,
+    mut pacer: Pacer,
+    start: Instant,
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+) -> Result<()> {
+    xmpp::write(&mut client.tls, "<enable xmlns='urn:xmpp:sm:3'/>").await?;
+    while client.reader.stanza(&mut client.tls).await?.name() != "enabled" {}
+    let (mut rx, mut tx) = tokio::io::split(client.tls);
+    let mut reader = client.reader;
+    tokio::spawn(async move {
+        let mut counted = 0u64;
+        while let Ok(el) = reader.stanza(&mut rx).await {
+            if el.name() == "a"
+                && let Some(h) = el.attr("h").and_then(|h| h.parse::<u64>().ok())
+            {
+                acked.fetch_add(h.saturating_sub(counted), Ordering::Relaxed);
+                counted = counted.max(h);
+            }
+        }
+    });
+    let mut n = 0u64;
+    loop {
+        pacer.wait().await;
+        n += 1;
+        let mut stanza = format!(
+            "<message to='{to}' type='chat' id='{index}-{n}'><body>{}</body></message>",
+            timed_body(start)
+        );
+        if n.is_multiple_of(8) {
+            stanza.push_str("<r xmlns='urn:xmpp:sm:3'/>");
+        }
+        xmpp::write(&mut tx, &stanza).await?;
+        sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn xmpp_receive(
+    mut client: xmpp::Client,
+    start: Instant,
+    step: Arc<Mutex<Step>>,
+    received: Arc<AtomicU64>,
+) -> Result<()> {
+    loop {
+        let el = client.reader.stanza(&mut client.tls).await?;
+        if el.name() != "message" {
+            continue;
+        }
+        let Some(body) = el.children().find(|c| c.name() == "body").map(|b| b.text()) else {
+            continue;
+        };
+        if let Some(latency) = latency_of(&body, start) {
+            record_latency(&step, &received, latency, start).await;
+        }
+    }
+}
+
 /// Latencies in microseconds, per step.
 #[derive(Default)]
 struct Step {
@@ -381,12 +496,15 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
     let server = Server::start(cli, dir.path()).await?;
     let tokens = login_all(&server, &names).await?;
     let http = reqwest::Client::new();
-    let start = Instant::now();
-    let step = Arc::new(Mutex::new(Step::default()));
-    let received = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicU64::new(0));
-    let rate_per_sender = Arc::new(AtomicU64::new(0));
+    let Load {
+        start,
+        step,
+        received,
+        sent,
+        acked,
+        rate_per_sender,
+        ..
+    } = Load::new(pairs);
     let mut senders = Vec::new();
     for p in 0..pairs {
         let (a, b) = (&tokens[2 * p], &tokens[2 * p + 1]);
@@ -416,6 +534,62 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
             acked.clone(),
         ));
     }
+    let load = Load {
+        pairs,
+        start,
+        step,
+        received,
+        sent,
+        acked,
+        rate_per_sender,
+    };
+    run_steps(&server, &load, rates, seconds, "WebSocket").await
+}
+
+/// The counters a load's senders and receivers update, and the rate they are told.
+struct Load {
+    pairs: usize,
+    start: Instant,
+    step: Arc<Mutex<Step>>,
+    received: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
+    /// Per sender, in milli-messages per second, so that slow rates still pace.
+    rate_per_sender: Arc<AtomicU64>,
+}
+
+impl Load {
+    fn new(pairs: usize) -> Load {
+        Load {
+            pairs,
+            start: Instant::now(),
+            step: Arc::new(Mutex::new(Step::default())),
+            received: Arc::new(AtomicU64::new(0)),
+            sent: Arc::new(AtomicU64::new(0)),
+            acked: Arc::new(AtomicU64::new(0)),
+            rate_per_sender: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Steps the offered rate up and prints what was stored and delivered, and the latency,
+/// until delivery falls behind.
+async fn run_steps(
+    server: &Server,
+    load: &Load,
+    rates: &[u64],
+    seconds: u64,
+    over: &str,
+) -> Result<()> {
+    let Load {
+        pairs,
+        start,
+        ref step,
+        ref received,
+        ref sent,
+        ref acked,
+        ref rate_per_sender,
+    } = *load;
     if std::env::var_os("BENCH_TRACE").is_some() {
         // Reports stalls of this process itself, to tell them from the server's.
         tokio::spawn(async move {
@@ -435,7 +609,7 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
         });
     }
     println!(
-        "pairs: {pairs}; message body: 100 bytes; history on (SQLite, WAL); step: {seconds} s"
+        "pairs: {pairs} over {over}; message body: 100 bytes; history on (SQLite, WAL); step: {seconds} s"
     );
     println!(
         "{:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
@@ -500,6 +674,60 @@ async fn throughput(cli: &Cli, pairs: usize, rates: &[u64], seconds: u64) -> Res
     Ok(())
 }
 
+/// Paces one sender at the rate it is told; idle while the rate is 0.
+struct Pacer {
+    rate_milli: Arc<AtomicU64>,
+    /// Where in the period this sender fires, 0..1.
+    phase: f64,
+    next: tokio::time::Instant,
+    paced: bool,
+}
+
+impl Pacer {
+    fn new(rate_milli: Arc<AtomicU64>, phase: f64) -> Pacer {
+        Pacer {
+            rate_milli,
+            phase,
+            next: tokio::time::Instant::now(),
+            paced: false,
+        }
+    }
+
+    /// Waits until the next message is due.
+    async fn wait(&mut self) {
+        loop {
+            let rate = self.rate_milli.load(Ordering::Relaxed);
+            if rate == 0 {
+                // Between runs: poll for a rate to be set.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                self.paced = false;
+                continue;
+            }
+            let period = Duration::from_micros(1_000_000_000 / rate);
+            if !self.paced {
+                // Senders start spread over one period: in step they would all fire at once,
+                // a burst every period that measures queueing in the burst, not the server.
+                self.paced = true;
+                self.next = tokio::time::Instant::now() + period.mul_f64(self.phase);
+            }
+            self.next += period;
+            tokio::time::sleep_until(self.next).await;
+            return;
+        }
+    }
+}
+
+/// The send time in microseconds, padded to a 100-byte body: receivers measure one-way
+/// latency from it.
+fn timed_body(start: Instant) -> String {
+    format!("{:020}:{:079}", now_us(start), 0)
+}
+
+fn latency_of(body: &str, start: Instant) -> Option<u64> {
+    let sent_us = body.get(..20)?.parse::<u64>().ok()?;
+    Some(now_us(start).saturating_sub(sent_us))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn send(
     socket: Socket,
@@ -522,27 +750,11 @@ async fn send(
         }
     });
     let mut n = 0u64;
-    let mut next = tokio::time::Instant::now();
-    let mut paced = false;
+    let mut pacer = Pacer::new(rate_milli, phase);
     loop {
-        let rate = rate_milli.load(Ordering::Relaxed);
-        if rate == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            paced = false;
-            continue;
-        }
-        let period = Duration::from_micros(1_000_000_000 / rate);
-        if !paced {
-            // Senders start spread over one period: in step they would all fire at once,
-            // a burst every period that measures queueing in the burst, not the server.
-            paced = true;
-            next = tokio::time::Instant::now() + period.mul_f64(phase);
-        }
-        next += period;
-        tokio::time::sleep_until(next).await;
+        pacer.wait().await;
         n += 1;
-        // The send time goes in the body: the receiver measures one-way latency from it.
-        let body = format!("{:020}:{:079}", now_us(start), 0);
+        let body = timed_body(start);
         let frame = json!({
             "type": "send",
             "conversation": conversation,
@@ -560,6 +772,17 @@ async fn send(
     }
 }
 
+async fn record_latency(step: &Mutex<Step>, received: &AtomicU64, latency: u64, start: Instant) {
+    if std::env::var_os("BENCH_TRACE").is_some() && latency > 20_000 {
+        eprintln!("slow {} ms at {} ms", latency / 1000, now_us(start) / 1000);
+    }
+    step.lock()
+        .await
+        .latencies
+        .push(latency.min(u32::MAX as u64) as u32);
+    received.fetch_add(1, Ordering::Relaxed);
+}
+
 async fn receive(socket: Socket, start: Instant, step: Arc<Mutex<Step>>, received: Arc<AtomicU64>) {
     let (mut tx, mut rx) = socket.split();
     let mut since_ack = 0;
@@ -571,22 +794,10 @@ async fn receive(socket: Socket, start: Instant, step: Arc<Mutex<Step>>, receive
         if v["type"] != "message" {
             continue;
         }
-        let Some(sent_us) = v["body"]
-            .as_str()
-            .and_then(|b| b.get(..20))
-            .and_then(|t| t.parse::<u64>().ok())
-        else {
+        let Some(latency) = v["body"].as_str().and_then(|b| latency_of(b, start)) else {
             continue;
         };
-        let latency = now_us(start).saturating_sub(sent_us);
-        if std::env::var_os("BENCH_TRACE").is_some() && latency > 20_000 {
-            eprintln!("slow {} ms at {} ms", latency / 1000, now_us(start) / 1000);
-        }
-        step.lock()
-            .await
-            .latencies
-            .push(latency.min(u32::MAX as u64) as u32);
-        received.fetch_add(1, Ordering::Relaxed);
+        record_latency(&step, &received, latency, start).await;
         since_ack += 1;
         if since_ack >= 64 {
             since_ack = 0;

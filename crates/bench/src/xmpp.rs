@@ -70,7 +70,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-struct Reader {
+pub struct Reader {
     parser: StreamParser,
     buf: Vec<u8>,
 }
@@ -96,7 +96,7 @@ impl Reader {
         }
     }
 
-    async fn stanza<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<Element> {
+    pub async fn stanza<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<Element> {
         loop {
             match self.frame(s).await? {
                 Frame::Stanza(el) => return Ok(el),
@@ -113,9 +113,16 @@ async fn send<S: AsyncWrite + Unpin>(s: &mut S, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// An online, idle XMPP client.
+/// An online XMPP client.
 pub struct Client {
-    _tls: TlsStream<TcpStream>,
+    pub tls: TlsStream<TcpStream>,
+    /// The stream's parser, in the state the login left it.
+    pub reader: Reader,
+}
+
+/// Writes a stanza (or several) to a client's stream.
+pub async fn write<S: AsyncWrite + Unpin>(s: &mut S, text: &str) -> Result<()> {
+    send(s, text).await
 }
 
 /// Logs in over STARTTLS with SCRAM-SHA-256, binds a resource and sends initial presence.
@@ -211,5 +218,5 @@ pub async fn login(
         bail!("bind failed: {}", bound.to_xml());
     }
     reader.stanza(&mut tls).await?; // own presence back
-    Ok(Client { _tls: tls })
+    Ok(Client { tls, reader })
 }

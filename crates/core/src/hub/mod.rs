@@ -4,6 +4,7 @@
 mod accounts;
 mod contacts;
 mod conversations;
+mod cursors;
 mod items;
 mod journal;
 pub mod metrics;
@@ -159,6 +160,8 @@ pub(crate) struct HubInner {
     /// Serializes opening a person's in-memory state.
     pub person_lock: tokio::sync::Mutex<()>,
     journal: std::sync::OnceLock<Journal>,
+    /// Delivery cursors waiting to be written together.
+    pub(crate) delivered: Arc<cursors::DeliveredCursors>,
 }
 
 /// The hub. Cheap to clone; all clones share one state.
@@ -171,6 +174,7 @@ pub struct Hub {
 pub struct HubTasks {
     journal: JoinHandle<()>,
     reaper: JoinHandle<()>,
+    cursor_writer: JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -203,6 +207,7 @@ impl Hub {
             contact_lock: tokio::sync::Mutex::new(()),
             person_lock: tokio::sync::Mutex::new(()),
             journal: std::sync::OnceLock::new(),
+            delivered: Arc::default(),
         });
         let sink: Arc<dyn DeliverySink> = inner.clone();
         bus.connect(Arc::downgrade(&sink));
@@ -217,11 +222,17 @@ impl Hub {
         );
         let _ = inner.journal.set(journal);
         let reaper = tokio::spawn(sessions::reap_expired(Arc::downgrade(&inner)));
+        let cursor_writer = tokio::spawn(cursors::run(
+            Arc::downgrade(&inner),
+            inner.delivered.clone(),
+            stop.subscribe(),
+        ));
         (
             Hub { inner },
             HubTasks {
                 journal: journal_task,
                 reaper,
+                cursor_writer,
                 stop,
             },
         )
@@ -277,6 +288,8 @@ impl HubTasks {
         sessions::disconnect_all(&hub.inner);
         let _ = self.stop.send(true);
         let _ = self.journal.await;
+        // What was acknowledged last is written too.
+        let _ = self.cursor_writer.await;
         sessions::persist_all(&hub.inner).await;
     }
 }

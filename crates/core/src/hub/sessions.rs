@@ -403,27 +403,11 @@ impl Hub {
         if delivered.is_empty() {
             return;
         }
-        let inner = self.inner.clone();
-        let user = slot.user;
-        let address = slot.address.clone();
-        tokio::spawn(async move {
-            let updates = delivered
-                .iter()
-                .map(|(&conversation, &seq)| CursorUpdate {
-                    conversation,
-                    user,
-                    delivered: Some(seq),
-                    read: None,
-                })
-                .collect();
-            if let Err(e) = inner.store.advance_cursors(updates).await {
-                tracing::warn!(error = %e, "could not store delivery cursors");
-                return;
-            }
-            for (conversation, seq) in delivered {
-                inner.send_receipt(conversation, &address, ReceiptKind::Delivered, seq);
-            }
-        });
+        for (conversation, seq) in delivered {
+            self.inner
+                .delivered
+                .delivered(conversation, slot.user, &slot.address, seq);
+        }
     }
 
     /// Sessions of the principal's person held on this node.
