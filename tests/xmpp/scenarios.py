@@ -638,6 +638,78 @@ async def scenario_csi(ctx):
         await disconnect(ctx, client)
 
 
+async def scenario_extras(ctx):
+    """Receipts and chat markers from the hub's delivery and read cursors (XEP-0184, 0333),
+    blocking (XEP-0191), the display name as vCard (XEP-0054), directed presence."""
+    plugins = ("xep_0184", "xep_0333", "xep_0191", "xep_0054")
+    alice, bob = await two_contacts(ctx, alice_plugins=plugins, bob_plugins=plugins)
+    a, b = ctx.bare(ctx.alice), ctx.bare(ctx.bob)
+    for client in (alice, bob):
+        for event in ("receipt_received", "marker_displayed", "message_error"):
+            client.add_event_handler(event, lambda m, c=client, e=event: c.rec.record(e, m))
+
+    # Delivered, then read.
+    mark = alice.rec.mark()
+    msg = alice.make_message(mto=b, mbody="did you get this?", mtype="chat")
+    msg["request_receipt"] = True
+    msg["markable"] = True
+    msg.send()
+    sent_id = msg["id"]
+    await wait_chat(bob, a, ["did you get this?"], "alice's message")
+    await alice.rec.until(lambda: any(m["receipt"] == sent_id
+                                      for m in alice.rec.payloads("receipt_received", mark)),
+                          "a delivery receipt for alice's message")
+    bob.plugin["xep_0333"].send_marker(a, sent_id, "displayed")
+    await alice.rec.until(lambda: any(m["displayed"]["id"] == sent_id
+                                      for m in alice.rec.payloads("marker_displayed", mark)),
+                          "a displayed marker for alice's message")
+    log("extras: alice's message was marked delivered, then displayed")
+
+    # The display name as a vCard, read by a contact.
+    card = alice.plugin["xep_0054"].make_vcard()
+    card["FN"] = "Alice Liddell"
+    await deadline(alice.plugin["xep_0054"].publish_vcard(card, timeout=ctx.timeout),
+                   ctx.timeout, "alice to publish her vCard")
+    got = await deadline(bob.plugin["xep_0054"].get_vcard(a, local=False, timeout=ctx.timeout),
+                         ctx.timeout, "bob to read alice's vCard")
+    check(got["vcard_temp"]["FN"] == "Alice Liddell", "alice's display name in her vCard",
+          got["vcard_temp"]["FN"])
+    log("extras: bob read alice's display name from her vCard")
+
+    # Blocking: nothing from bob reaches alice, and bob's message fails like one to nobody.
+    await deadline(alice.plugin["xep_0191"].block([b], timeout=ctx.timeout), ctx.timeout,
+                   "alice to block bob")
+    blocked = await alice.plugin["xep_0191"].get_blocked_jids(timeout=ctx.timeout)
+    check(blocked == {b}, "bob on alice's blocklist", blocked)
+    mark, bob_mark = alice.rec.mark(), bob.rec.mark()
+    bob.send_message(mto=a, mbody="let me in", mtype="chat")
+    await bob.rec.until(lambda: bob.rec.payloads("message_error", bob_mark),
+                        "an error for bob's message to someone who blocks him")
+    error = bob.rec.payloads("message_error", bob_mark)[0]
+    check(error["error"]["condition"] == "service-unavailable",
+          "service-unavailable, as for an unknown user", error["error"]["condition"])
+    await deadline(alice.plugin["xep_0191"].unblock([b], timeout=ctx.timeout), ctx.timeout,
+                   "alice to unblock bob")
+    bob.send_message(mto=a, mbody="thanks", mtype="chat")
+    await wait_chat(alice, b, ["thanks"], "bob's message after the unblock", mark)
+    check("let me in" not in chat_bodies_from(alice, b, mark), "nothing from bob while blocked",
+          chat_bodies_from(alice, b, mark))
+    log("extras: a blocked contact's message failed like one to nobody; unblocked, it went")
+
+    # Directed presence to one of bob's resources, taken back when alice leaves.
+    mark = bob.rec.mark()
+    alice.send_presence(pto=bob.boundjid, pstatus="just for you")
+    await bob.rec.until(lambda: any(p["from"] == alice.boundjid and p["status"] == "just for you"
+                                    for p in bob.rec.payloads("presence", mark)),
+                        "alice's directed presence")
+    await disconnect(ctx, alice)
+    await bob.rec.until(lambda: any(p["from"] == alice.boundjid and p["type"] == "unavailable"
+                                    for p in bob.rec.payloads("presence", mark)),
+                        "unavailable from the resource that sent directed presence")
+    log("extras: directed presence arrived and was taken back when alice left")
+    await disconnect(ctx, bob)
+
+
 async def scenario_shutdown(ctx):
     """Run by a test that stops the server once this says it is ready: the stream must end
     with the stream error system-shutdown, not just a dropped connection."""
@@ -1089,6 +1161,7 @@ SCENARIOS = {
     "direct_tls": scenario_direct_tls,
     "rooms": scenario_rooms,
     "csi": scenario_csi,
+    "extras": scenario_extras,
 }
 
 

@@ -659,13 +659,15 @@ pub struct ItemUpdate {
 }
 
 /// A stanza one endpoint addressed to one endpoint of a person (an XMPP IQ to a full
+/// address), or to all of a line's endpoints of the person (XMPP directed presence to a bare
 /// address): relayed live to that person's sessions, never stored. Only the line that owns
 /// the endpoint shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointStanza {
     pub from: Address,
     pub from_endpoint: String,
-    pub to_endpoint: String,
+    /// `None`: every endpoint of the line.
+    pub to_endpoint: Option<String>,
     /// The stanza in the line's own wire format.
     pub payload: String,
 }

@@ -88,6 +88,11 @@ async fn an_inactive_client_gets_messages_but_no_presence_churn() {
 }
 
 #[tokio::test]
+async fn receipts_markers_blocking_vcard_and_directed_presence() {
+    scenario("extras").await;
+}
+
+#[tokio::test]
 async fn login_over_direct_tls() {
     scenario("direct_tls").await;
 }

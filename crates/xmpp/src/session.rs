@@ -144,6 +144,8 @@ struct State {
     written: Option<Pos>,
     out: Vec<String>,
     inactive: bool,
+    /// Where directed presence went, to tell them when this session goes unavailable.
+    directed: HashSet<(Address, Option<String>)>,
 }
 
 enum Flow {
@@ -362,8 +364,9 @@ pub(crate) async fn end_detached(line: &Line, d: Detached) {
 
 /// Ends a session for good: the person's presence is updated and what was not
 /// acknowledged stays in the message cache.
-async fn end(line: &Line, state: Box<State>, stream: EventStream) {
+async fn end(line: &Line, mut state: Box<State>, stream: EventStream) {
     drop(stream);
+    state.undirect(line);
     release_resource(line, &state.principal.address, &state.resource);
     line.hub.close_session(&state.slot);
     end_login(line, &state.principal).await;
@@ -585,6 +588,7 @@ async fn bind(
         written: None,
         out: Vec::new(),
         inactive: false,
+        directed: HashSet::new(),
     });
     let reply = iq_result(iq).with_child(
         Element::new("bind", NS_BIND).with_child(Element::new("jid", NS_BIND).with_text(full_jid)),
@@ -1025,13 +1029,65 @@ impl State {
                 }
                 Ok(())
             }
-            // Probes are answered by the hub's presence snapshot; directed presence to
-            // people is not kept (presence goes to those allowed to see it).
+            // Directed presence (RFC 6121 §4.6) to a contact or one of the person's own
+            // resources: relayed as it is; they get unavailable when this session ends.
+            (None | Some("unavailable"), Target::Bare(peer) | Target::Full(peer, _)) => {
+                let resource = match &target {
+                    Target::Full(_, r) => Some(r.as_str()),
+                    _ => None,
+                };
+                let mut stanza = el.clone();
+                stanza.set_attr("from", self.full_jid.as_str());
+                let relayed = line
+                    .hub
+                    .relay_to_endpoint(
+                        &self.principal,
+                        &self.resource,
+                        peer,
+                        resource,
+                        stanza.to_xml(),
+                    )
+                    .is_ok();
+                let key = (peer.clone(), resource.map(str::to_string));
+                if relayed && kind.is_none() {
+                    self.directed.insert(key);
+                } else {
+                    self.directed.remove(&key);
+                }
+                Ok(())
+            }
+            // Probes are answered by the hub's presence snapshot.
             _ => Ok(()),
         }
     }
 
+    /// Those who got directed presence get unavailable (RFC 6121 §4.6.3).
+    fn undirect(&mut self, line: &Line) {
+        for (peer, resource) in std::mem::take(&mut self.directed) {
+            let unavailable = Element::new("presence", NS_CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", self.full_jid.as_str())
+                .with_attr(
+                    "to",
+                    match &resource {
+                        Some(r) => format!("{peer}/{r}"),
+                        None => peer.to_string(),
+                    },
+                );
+            let _ = line.hub.relay_to_endpoint(
+                &self.principal,
+                &self.resource,
+                &peer,
+                resource.as_deref(),
+                unavailable.to_xml(),
+            );
+        }
+    }
+
     fn broadcast_presence(&mut self, line: &Line, el: &Element, available: bool) {
+        if !available {
+            self.undirect(line);
+        }
         let presence = if available {
             let show = el
                 .get_child("show", NS_CLIENT)
@@ -1345,7 +1401,13 @@ impl State {
         let routed = line.is_bound(to, resource)
             && line
                 .hub
-                .relay_to_endpoint(&self.principal, &self.resource, to, resource, el.to_xml())
+                .relay_to_endpoint(
+                    &self.principal,
+                    &self.resource,
+                    to,
+                    Some(resource),
+                    el.to_xml(),
+                )
                 .is_ok();
         if !routed && !answer {
             let mut error = error_reply(&el, Condition::ServiceUnavailable, None);
@@ -1632,7 +1694,10 @@ impl State {
             // join them yet.
             Event::Relayed(_) | Event::Confidential(_) => {}
             Event::Endpoint(stanza) => {
-                if stanza.to_endpoint == self.resource
+                if stanza
+                    .to_endpoint
+                    .as_ref()
+                    .is_none_or(|r| r == &self.resource)
                     && let Some(el) = crate::pep::parse_payload(&stanza.payload)
                 {
                     self.send(el, None);

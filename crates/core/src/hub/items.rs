@@ -147,18 +147,19 @@ impl Hub {
             })
     }
 
-    /// Relays a stanza to one endpoint of a person: one of the principal's own, or one of a
-    /// contact with a subscription in either direction who does not block the principal and
-    /// is online. Anyone else reads like an endpoint that does not exist.
+    /// Relays a stanza to one endpoint of a person (or to all, `to_endpoint` `None`): one of
+    /// the principal's own, or one of a contact with a subscription in either direction who
+    /// does not block the principal and is online. Anyone else reads like an endpoint that
+    /// does not exist.
     pub fn relay_to_endpoint(
         &self,
         principal: &Principal,
         from_endpoint: &str,
         to: &Address,
-        to_endpoint: &str,
+        to_endpoint: Option<&str>,
         payload: String,
     ) -> HubResult<()> {
-        let unavailable = || HubError::NotFound(format!("{to}/{to_endpoint} is not available"));
+        let unavailable = || HubError::NotFound(format!("{to} is not available"));
         let to_user = self.inner.online_user(to).ok_or_else(unavailable)?;
         if to != &principal.address {
             let me = self.inner.person(principal.user).ok_or_else(unavailable)?;
@@ -181,7 +182,7 @@ impl Hub {
             event: Event::Endpoint(Arc::new(EndpointStanza {
                 from: principal.address.clone(),
                 from_endpoint: from_endpoint.to_string(),
-                to_endpoint: to_endpoint.to_string(),
+                to_endpoint: to_endpoint.map(str::to_string),
                 payload,
             })),
         });
