@@ -48,42 +48,35 @@ struct Cli {
     command: Bench,
 }
 
+/// A throughput run: the load and the offered rates it steps through.
+#[derive(clap::Args)]
+struct Steps {
+    /// Pairs of users; one of each pair sends to the other.
+    #[arg(long, default_value_t = 500)]
+    pairs: usize,
+    /// Offered rates to step through, messages per second in total.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "5000,10000,15000,20000,25000,30000"
+    )]
+    rates: Vec<u64>,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
 #[derive(Subcommand)]
 enum Bench {
     /// Durable messages per second and one-way latency, offered rate stepped up.
-    Throughput {
-        /// Pairs of users; one of each pair sends to the other.
-        #[arg(long, default_value_t = 500)]
-        pairs: usize,
-        /// Offered rates to step through, messages per second in total.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "5000,10000,15000,20000,25000,30000"
-        )]
-        rates: Vec<u64>,
-        /// Seconds per step.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
+    Throughput(Steps),
     /// Server memory per idle authenticated WebSocket session.
     Idle {
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
     },
     /// The same as `throughput`, with XMPP clients over STARTTLS.
-    XmppThroughput {
-        #[arg(long, default_value_t = 500)]
-        pairs: usize,
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "5000,10000,15000,20000,25000,30000"
-        )]
-        rates: Vec<u64>,
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
+    XmppThroughput(Steps),
     /// Server memory per idle XMPP session over STARTTLS.
     XmppIdle {
         #[arg(long, default_value_t = 10_000)]
@@ -104,18 +97,10 @@ enum Bench {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Bench::Throughput {
-            pairs,
-            ref rates,
-            seconds,
-        } => throughput(&cli, pairs, rates, seconds).await,
+        Bench::Throughput(ref s) => throughput(&cli, s.pairs, &s.rates, s.seconds).await,
         Bench::Idle { sessions } => idle(&cli, sessions).await,
         Bench::XmppIdle { sessions } => xmpp_idle(&cli, sessions).await,
-        Bench::XmppThroughput {
-            pairs,
-            ref rates,
-            seconds,
-        } => xmpp_throughput(&cli, pairs, rates, seconds).await,
+        Bench::XmppThroughput(ref s) => xmpp_throughput(&cli, s.pairs, &s.rates, s.seconds).await,
         Bench::XmppLogins {
             logins,
             concurrency,
