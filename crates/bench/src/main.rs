@@ -164,6 +164,7 @@ impl Server {
             .envs(xmpp.map(|a| ("SWITCHBOARD_XMPP_LISTEN", a.to_string())))
             .env("SWITCHBOARD_XMPP_TLS_LISTEN", "")
             .env("SWITCHBOARD_XMPP_CONNECTIONS_PER_IP", "0")
+            .env("SWITCHBOARD_XMPP_STANZAS_PER_SECOND", "0")
             .env("SWITCHBOARD_LIMITS_MESSAGES_PER_SECOND", "0")
             .env("SWITCHBOARD_LIMITS_LOGIN_ATTEMPTS_PER_MINUTE", "10000000")
             .env("SWITCHBOARD_LOG_LEVEL", "warn")

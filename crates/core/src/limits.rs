@@ -101,3 +101,85 @@ mod tests {
         }
     }
 }
+
+/// One token bucket that delays instead of refusing: for shaping a single connection's input
+/// (the connection simply is not read until the wait is over, so a flooding client slows
+/// down without anyone else noticing).
+#[derive(Debug, Clone)]
+pub struct Shaper {
+    rate: Rate,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Shaper {
+    pub fn new(rate: Rate, now: Instant) -> Shaper {
+        Shaper {
+            rate,
+            tokens: rate.burst,
+            at: now,
+        }
+    }
+
+    /// Takes one token at `now`; returns how long to wait before going on (zero when a
+    /// token was there). A rate of 0 never waits.
+    pub fn take(&mut self, now: Instant) -> std::time::Duration {
+        if self.rate.per_second <= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
+        self.at = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-self.tokens / self.rate.per_second)
+        }
+    }
+}
+
+#[cfg(test)]
+mod shaper_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_passes_then_each_event_waits_its_share() {
+        let t0 = Instant::now();
+        let mut s = Shaper::new(
+            Rate {
+                per_second: 10.0,
+                burst: 3.0,
+            },
+            t0,
+        );
+        for _ in 0..3 {
+            assert_eq!(s.take(t0), Duration::ZERO);
+        }
+        // The fourth at the same instant waits a tenth of a second, the fifth two tenths.
+        assert!((s.take(t0).as_secs_f64() - 0.1).abs() < 1e-9);
+        assert!((s.take(t0).as_secs_f64() - 0.2).abs() < 1e-9);
+        // After a quiet second the bucket is full again (at most the burst).
+        let later = t0 + Duration::from_secs(2);
+        for _ in 0..3 {
+            assert_eq!(s.take(later), Duration::ZERO);
+        }
+        assert!(s.take(later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn a_rate_of_zero_never_waits() {
+        let t0 = Instant::now();
+        let mut s = Shaper::new(
+            Rate {
+                per_second: 0.0,
+                burst: 0.0,
+            },
+            t0,
+        );
+        for _ in 0..1000 {
+            assert_eq!(s.take(t0), Duration::ZERO);
+        }
+    }
+}

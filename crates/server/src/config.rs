@@ -263,6 +263,10 @@ pub struct XmppSection {
     /// Most simultaneous XMPP connections from one client address (0 = unlimited).
     #[serde(deserialize_with = "de::count")]
     pub connections_per_ip: usize,
+    /// Stanzas per second one XMPP connection may send (0 = unlimited); past it (after a
+    /// burst of 10 seconds' worth) the connection is read more slowly, never cut.
+    #[serde(deserialize_with = "de::rate")]
+    pub stanzas_per_second: f64,
 }
 
 impl Default for XmppSection {
@@ -277,6 +281,7 @@ impl Default for XmppSection {
             max_stanza_bytes: xmpp.max_stanza_bytes,
             resume_timeout: xmpp.resume_timeout,
             connections_per_ip: xmpp.connections_per_ip,
+            stanzas_per_second: xmpp.stanzas_per_second,
         }
     }
 }
@@ -633,6 +638,8 @@ impl Config {
             resume_timeout: self.xmpp.resume_timeout,
             connections_per_ip: self.xmpp.connections_per_ip,
             http_secure: self.http.secure_cookies,
+            stanzas_per_second: self.xmpp.stanzas_per_second,
+            stanza_burst: (self.xmpp.stanzas_per_second * 10.0).max(100.0),
             ..switchboard_xmpp::XmppConfig::default()
         }
     }

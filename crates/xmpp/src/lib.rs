@@ -67,6 +67,10 @@ pub struct XmppConfig {
     /// Most unacknowledged stanzas kept for resending; a client that lets more pile up is
     /// disconnected (what it missed stays in the store for its next session).
     pub max_unacked: usize,
+    /// Stanzas per second one connection may send (0 = unlimited), with bursts of
+    /// `stanza_burst`. Past it the connection is read more slowly, never cut.
+    pub stanzas_per_second: f64,
+    pub stanza_burst: f64,
     /// Whether the HTTP port is reached over TLS (a TLS proxy in front): then PLAIN is also
     /// offered over WebSocket and BOSH.
     pub http_secure: bool,
@@ -82,6 +86,9 @@ impl Default for XmppConfig {
             connections_per_ip: 256,
             ack_request_every: 5,
             max_unacked: 2048,
+            stanzas_per_second: 50.0,
+            // A reconnecting app sends a burst (roster, disco, carbons, archive, PEP).
+            stanza_burst: 500.0,
             http_secure: false,
         }
     }

@@ -240,6 +240,13 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
     }
 
     let mut stopping = line.stopping.subscribe();
+    let mut shaper = switchboard_core::limits::Shaper::new(
+        switchboard_core::limits::Rate {
+            per_second: line.config.stanzas_per_second,
+            burst: line.config.stanza_burst.max(1.0),
+        },
+        std::time::Instant::now(),
+    );
     let takeover = Arc::new(tokio::sync::Notify::new());
     let mut registered: Option<String> = None;
     let flow = loop {
@@ -272,7 +279,15 @@ pub async fn run<T: Transport>(line: Arc<Line>, t: &mut T, principal: Principal)
         }
         let step = tokio::select! {
             incoming = t.read() => match incoming {
-                Incoming::Stanza(el) => state.handle(&line, el).await,
+                Incoming::Stanza(el) => {
+                    let step = state.handle(&line, el).await;
+                    // A client over its rate is simply read more slowly.
+                    let wait = shaper.take(std::time::Instant::now());
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    step
+                }
                 Incoming::Tick => Ok(()),
                 Incoming::Open { .. } => Err(("bad-format", "the stream was already opened".to_string())),
                 Incoming::Close => {
