@@ -566,6 +566,17 @@ async def scenario_iq(ctx):
     await start_session(ctx, phone)
     await phone.plugin["xep_0199"].send_ping(alice.boundjid, timeout=ctx.timeout)
     log("iq: one resource of alice's reached another")
+    mark = alice.rec.mark()
+    phone.send_message(mto=alice.boundjid, mbody="from my phone", mtype="chat")
+    await alice.rec.until(lambda: any(m["from"] == phone.boundjid and m["body"] == "from my phone"
+                                      for m in alice.rec.payloads("message", mark)),
+                          "a message from alice's phone to her desk resource")
+    phone_mark = phone.rec.mark()
+    phone.add_event_handler("message_error", lambda m: phone.rec.record("message_error", m))
+    phone.send_message(mto=JID(f"{ctx.alice}@{ctx.domain}"), mbody="note to self", mtype="chat")
+    await phone.rec.until(lambda: phone.rec.payloads("message_error", phone_mark),
+                          "an error for a message to her own bare address (not kept)")
+    log("iq: a message to another own resource arrived; one to herself got an error")
     gone = JID(f"{ctx.bob}@{ctx.domain}/nowhere")
     await expect_iq_error(alice.plugin["xep_0199"].send_ping(gone, timeout=ctx.timeout),
                           "service-unavailable", "a ping to a resource that is not bound")

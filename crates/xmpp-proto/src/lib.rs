@@ -41,5 +41,5 @@ mod stream;
 pub use element::{Attribute, Element, NS_XML, Node, escape, escape_into};
 pub use stream::{
     Frame, Limits, NS_CLIENT, NS_COMPONENT, NS_SERVER, NS_STREAM_ERRORS, NS_STREAMS, StreamError,
-    StreamOpen, StreamParser, stream_error_xml,
+    StreamOpen, StreamParser, parse_element, stream_error_xml,
 };

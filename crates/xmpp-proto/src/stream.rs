@@ -159,6 +159,18 @@ impl fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+/// Parses one complete standalone element (see [`StreamParser::for_elements`]).
+pub fn parse_element(bytes: &[u8], limits: Limits) -> Result<Element, StreamError> {
+    let mut parser = StreamParser::for_elements(limits);
+    parser.feed(bytes);
+    match parser.next()? {
+        Some(Frame::Stanza(el)) => Ok(el),
+        _ => Err(StreamError::BadFormat(
+            "expected one complete element".into(),
+        )),
+    }
+}
+
 /// `<stream:error>` with `condition` (an RFC 6120 condition name such as
 /// `policy-violation`) and optional text, ready to send before `</stream:stream>`.
 pub fn stream_error_xml(condition: &str, text: Option<&str>) -> String {
@@ -253,6 +265,19 @@ impl StreamParser {
             closed: false,
             failed: None,
         }
+    }
+
+    /// A parser for elements that stand alone (a WebSocket message, a BOSH body, a stored
+    /// payload): as if inside an open `jabber:client` stream, so each element parses as a
+    /// stanza and elements without a namespace declaration are `jabber:client`.
+    pub fn for_elements(limits: Limits) -> Self {
+        let mut parser = StreamParser::new(limits);
+        parser.feed(
+            b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        );
+        // Well-formed and within every limit: its frame is the opening, which is dropped.
+        let _ = parser.next();
+        parser
     }
 
     /// The limits in force.

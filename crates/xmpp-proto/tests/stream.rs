@@ -544,3 +544,17 @@ fn set_attr_replaces() {
     assert_eq!(e.attr("id"), Some("2"));
     assert_eq!(e.attrs().len(), 1);
 }
+
+#[test]
+fn standalone_elements_parse_as_client_stanzas() {
+    use switchboard_xmpp_proto::{Limits, NS_CLIENT, parse_element};
+    let el = parse_element(
+        b"<message to='a@b'><body>hi</body></message>",
+        Limits::default(),
+    )
+    .expect("one element");
+    assert_eq!(el.ns(), NS_CLIENT);
+    assert_eq!(el.attr("to"), Some("a@b"));
+    assert!(parse_element(b"<message><body>", Limits::default()).is_err());
+    assert!(parse_element(b"<!DOCTYPE x><x/>", Limits::default()).is_err());
+}

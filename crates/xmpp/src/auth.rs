@@ -12,13 +12,6 @@ use crate::sasl::{self, Mechanism, SaslError, ScramServer};
 use crate::session::{Incoming, Transport};
 use crate::stanza::NS_SASL;
 
-/// The mechanisms offered, strongest first.
-pub const MECHANISMS: [Mechanism; 3] = [
-    Mechanism::ScramSha256,
-    Mechanism::ScramSha1,
-    Mechanism::Plain,
-];
-
 /// The negotiation every transport goes through once it carries a secure stream: stream
 /// opening with SASL features, the exchange, the restart with the features of a logged-in
 /// stream. Returns the principal, or `None` when the stream ended (it was answered already).
@@ -27,7 +20,7 @@ pub async fn negotiate<T: Transport>(line: &Line, t: &mut T, client: &str) -> Op
         expect_open(line, t).await?;
         let secure = t.secure();
         let mut mechanisms = Element::new("mechanisms", NS_SASL);
-        for m in MECHANISMS
+        for m in Mechanism::ALL
             .into_iter()
             .filter(|m| secure || *m != Mechanism::Plain)
         {

@@ -16,14 +16,14 @@ use std::time::Duration;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use switchboard_xmpp_proto::{Element, Frame, NS_STREAMS, StreamParser, escape};
+use switchboard_xmpp_proto::{Element, NS_STREAMS, escape, parse_element};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::Line;
 use crate::auth;
 use crate::session::{self, Incoming, Transport};
-use crate::stanza::NS_CLIENT;
+use crate::stanza::{NS_CLIENT, StreamPrefix, features_xml, stream_error_xml};
 use switchboard_core::model::Pos;
 
 pub const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
@@ -106,11 +106,8 @@ impl Transport for BoshTransport {
         let Some(features) = features else {
             return Ok(());
         };
-        let inner: String = features.children().map(|c| c.to_xml()).collect();
-        self.write(&[format!(
-            "<stream:features xmlns:stream='{NS_STREAMS}'>{inner}</stream:features>"
-        )])
-        .await
+        self.write(&[features_xml(&features, StreamPrefix::Standalone)])
+            .await
     }
 
     fn restart(&mut self) {}
@@ -137,12 +134,8 @@ impl Transport for BoshTransport {
     async fn close(&mut self, error: Option<(&str, Option<&str>)>) {
         let mut st = self.shared.lock();
         if let Some((condition, text)) = error {
-            let error = switchboard_xmpp_proto::stream_error_xml(condition, text).replacen(
-                "<stream:error>",
-                &format!("<stream:error xmlns:stream='{NS_STREAMS}'>"),
-                1,
-            );
-            st.outbox.push(error);
+            st.outbox
+                .push(stream_error_xml(StreamPrefix::Standalone, condition, text));
             st.terminated = Some("remote-stream-error".into());
         } else {
             st.terminated.get_or_insert_with(String::new);
@@ -199,14 +192,8 @@ pub async fn preflight() -> Response {
 
 /// Parses a request body into the `<body/>` element.
 fn parse_body(line: &Line, bytes: &[u8]) -> Option<Element> {
-    let mut parser = StreamParser::new(line.config.limits());
-    parser.feed(
-        format!("<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>").as_bytes(),
-    );
-    let _ = parser.next();
-    parser.feed(bytes);
-    match parser.next() {
-        Ok(Some(Frame::Stanza(mut body))) if body.is("body", NS_HTTPBIND) => {
+    match parse_element(bytes, line.config.limits()) {
+        Ok(mut body) if body.is("body", NS_HTTPBIND) => {
             // Stanzas without their own namespace declaration inherited the wrapper's.
             for child in body_children_mut(&mut body) {
                 child.rename_ns(NS_HTTPBIND, NS_CLIENT);

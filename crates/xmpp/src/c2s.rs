@@ -19,7 +19,7 @@ use tokio_rustls::server::TlsStream;
 use crate::Line;
 use crate::auth;
 use crate::session::{self, Incoming, Transport};
-use crate::stanza::{NS_CLIENT, NS_TLS};
+use crate::stanza::{self, NS_CLIENT, NS_TLS, StreamPrefix};
 
 /// Bytes taken from the TLS layer at a time. Small, because every idle connection holds it;
 /// the TLS layer does the socket reads in whole records anyway.
@@ -147,9 +147,7 @@ fn stream_header(domain: &str, id: &str) -> String {
 }
 
 fn features_xml(features: Element) -> String {
-    // The features element is in the stream namespace, bound to the `stream:` prefix.
-    let inner: String = features.children().map(|c| c.to_xml()).collect();
-    format!("<stream:features>{inner}</stream:features>")
+    stanza::features_xml(&features, StreamPrefix::Declared)
 }
 
 /// A TLS stream with its parser: what the session reads and writes.
@@ -164,15 +162,7 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// The next frame, reading as needed. `Ok(None)`: the connection is gone.
     async fn frame(&mut self) -> Result<Option<Frame>, StreamError> {
-        loop {
-            if let Some(frame) = self.parser.next()? {
-                return Ok(Some(frame));
-            }
-            match self.reader.read(&mut self.buf).await {
-                Ok(0) | Err(_) => return Ok(None),
-                Ok(n) => self.parser.feed(&self.buf[..n]),
-            }
-        }
+        read_frame(&mut self.reader, &mut self.parser, &mut self.buf).await
     }
 }
 

@@ -853,7 +853,27 @@ impl State {
                 );
                 Ok(())
             }
-            Target::Bare(_) | Target::Full(..) | Target::Server => Ok(()),
+            // To another of this person's own resources: relayed live, like an IQ.
+            Target::Full(ref me, ref resource) if resource != &self.resource => {
+                let (me, resource) = (me.clone(), resource.clone());
+                self.route_to_resource(line, el, &me, &resource);
+                Ok(())
+            }
+            // To oneself (no conversation with oneself exists) or to the server: said so,
+            // rather than dropped without a word.
+            Target::Bare(_) | Target::Full(..) | Target::Server => {
+                if el.get_child("body", NS_CLIENT).is_some() {
+                    self.send(
+                        error_reply(
+                            &el,
+                            Condition::ServiceUnavailable,
+                            Some("messages to yourself or to the server are not kept"),
+                        ),
+                        None,
+                    );
+                }
+                Ok(())
+            }
             Target::Rooms | Target::Elsewhere(_) => {
                 self.send(error_reply(&el, Condition::ServiceUnavailable, None), None);
                 Ok(())
@@ -1410,6 +1430,8 @@ impl State {
         Ok(())
     }
 
+    /// Routes a stanza addressed to one resource (an IQ, or a message to one's own other
+    /// resource) through the hub; an unreachable one is answered with an error.
     fn route_to_resource(&mut self, line: &Line, mut el: Element, to: &Address, resource: &str) {
         let answer = matches!(el.attr("type"), Some("result" | "error"));
         el.set_attr("from", self.full_jid.as_str());
@@ -1713,7 +1735,10 @@ impl State {
                     .to_endpoint
                     .as_ref()
                     .is_none_or(|r| r == &self.resource)
-                    && let Some(el) = crate::pep::parse_payload(&stanza.payload)
+                    && let Ok(el) = switchboard_xmpp_proto::parse_element(
+                        stanza.payload.as_bytes(),
+                        switchboard_xmpp_proto::Limits::default(),
+                    )
                 {
                     self.send(el, None);
                 }

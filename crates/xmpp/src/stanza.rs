@@ -31,6 +31,42 @@ pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 pub const NS_HINTS: &str = "urn:xmpp:hints";
 
+/// Where the `stream:` prefix of stream features and stream errors is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPrefix {
+    /// Inside a TCP stream, whose header declared it.
+    Declared,
+    /// Standing alone (a WebSocket message, a BOSH body's child): declared on the element.
+    Standalone,
+}
+
+impl StreamPrefix {
+    fn open(self, name: &str) -> String {
+        match self {
+            StreamPrefix::Declared => format!("<stream:{name}>"),
+            StreamPrefix::Standalone => format!(
+                "<stream:{name} xmlns:stream='{}'>",
+                switchboard_xmpp_proto::NS_STREAMS
+            ),
+        }
+    }
+}
+
+/// `<stream:features>` with the children of `features`.
+pub fn features_xml(features: &Element, prefix: StreamPrefix) -> String {
+    let inner: String = features.children().map(|c| c.to_xml()).collect();
+    format!("{}{inner}</stream:features>", prefix.open("features"))
+}
+
+/// `<stream:error>` with a condition and optional text.
+pub fn stream_error_xml(prefix: StreamPrefix, condition: &str, text: Option<&str>) -> String {
+    let error = switchboard_xmpp_proto::stream_error_xml(condition, text);
+    match prefix {
+        StreamPrefix::Declared => error,
+        StreamPrefix::Standalone => error.replacen("<stream:error>", &prefix.open("error"), 1),
+    }
+}
+
 /// An RFC 6120 §8.3 stanza error: its type and condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {

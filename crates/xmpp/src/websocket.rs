@@ -9,19 +9,14 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::response::Response;
-use switchboard_xmpp_proto::{Element, Frame, NS_STREAMS, StreamError, StreamParser, escape};
+use switchboard_xmpp_proto::{Element, Frame, StreamError, StreamParser, escape};
 
 use crate::Line;
 use crate::auth;
 use crate::session::{self, Incoming, Transport};
+use crate::stanza::{StreamPrefix, features_xml, stream_error_xml};
 
 pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
-
-/// The opening the parser is primed with, so that every frame parses as a child of a stream
-/// whose default namespace is `jabber:client` (RFC 7395 §3.3.3: stanzas carry their
-/// namespace anyway).
-const PRIMER: &str =
-    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 
 pub async fn upgrade(
     State(line): State<Arc<Line>>,
@@ -52,13 +47,11 @@ pub struct WsTransport {
 
 impl WsTransport {
     fn new(line: &Line, socket: WebSocket) -> WsTransport {
-        let mut parser = StreamParser::new(line.config.limits());
-        parser.feed(PRIMER.as_bytes());
-        // The primer is well-formed; its frame is the stream opening, which we drop.
-        let _ = parser.next();
         WsTransport {
             socket,
-            parser,
+            // One parser for the whole connection: RFC 7395 §3.3.3 stanzas carry their
+            // namespace anyway, and the limits apply per element.
+            parser: StreamParser::for_elements(line.config.limits()),
             domain: line.domain().to_string(),
             secure: line.config.http_secure,
             pending: Default::default(),
@@ -139,10 +132,7 @@ impl Transport for WsTransport {
         );
         let mut items = vec![open];
         if let Some(features) = features {
-            let inner: String = features.children().map(|c| c.to_xml()).collect();
-            items.push(format!(
-                "<stream:features xmlns:stream='{NS_STREAMS}'>{inner}</stream:features>"
-            ));
+            items.push(features_xml(&features, StreamPrefix::Standalone));
         }
         self.write(&items).await
     }
@@ -158,12 +148,7 @@ impl Transport for WsTransport {
     async fn close(&mut self, error: Option<(&str, Option<&str>)>) {
         let mut items = Vec::new();
         if let Some((condition, text)) = error {
-            let error = switchboard_xmpp_proto::stream_error_xml(condition, text).replacen(
-                "<stream:error>",
-                &format!("<stream:error xmlns:stream='{NS_STREAMS}'>"),
-                1,
-            );
-            items.push(error);
+            items.push(stream_error_xml(StreamPrefix::Standalone, condition, text));
         }
         items.push(format!("<close xmlns='{NS_FRAMING}'/>"));
         let _ = self.write(&items).await;
